@@ -1,0 +1,76 @@
+"""What one run of a check returns: a verdict plus the evidence behind it. Probes build these;
+the metrics store, the status API, `/probe` and `--once` read them."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from exporter.verdicts import Verdict
+
+# Phase names exported in reachability_check_phase_seconds{phase=...}.
+PHASE_RESOLVE = "resolve"
+PHASE_CONNECT = "connect"
+PHASE_TLS = "tls"
+PHASE_FIRST_BYTE = "first_byte"
+PHASE_TRANSFER = "transfer"
+
+
+@dataclasses.dataclass
+class ResolverAnswer:
+    """One resolver's answer inside a dns check."""
+
+    resolver: str
+    verdict: Verdict
+    addresses: list[str] = dataclasses.field(default_factory=list)
+    rcode: str = ""
+    duration: float = 0.0
+    detail: str = ""
+    is_control: bool = False
+
+
+@dataclasses.dataclass
+class Result:
+    """Outcome of one run. `detail` is human-readable evidence (error text, what matched);
+    it never becomes a label."""
+
+    verdict: Verdict
+    detail: str = ""
+    duration: float = 0.0
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    addresses: list[str] = dataclasses.field(default_factory=list)  # candidates tried
+    address: str | None = None  # the address that answered, if any
+    resolvers: list[ResolverAnswer] = dataclasses.field(default_factory=list)
+    status_code: int | None = None
+    final_url: str | None = None
+    cert_expiry: float | None = None  # leaf notAfter, unix seconds
+    bytes_received: int | None = None
+    rate: float | None = None  # bytes per second
+    rtt: float | None = None  # UDP round trip
+    started: float = dataclasses.field(default_factory=time.time)
+    finished: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready evidence for /api/v1/status and `--once --output=json`."""
+        out = dataclasses.asdict(self)
+        out["verdict"] = str(self.verdict)
+        out["resolvers"] = [
+            {**dataclasses.asdict(r), "verdict": str(r.verdict)} for r in self.resolvers
+        ]
+        return {k: v for k, v in out.items() if v not in (None, [], {}, "")}
+
+
+class Phases:
+    """Accumulates per-phase durations; a phase entered twice (redirects) adds up, as in
+    blackbox_exporter's probe_http_duration_seconds."""
+
+    def __init__(self) -> None:
+        self.durations: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.durations[phase] = self.durations.get(phase, 0.0) + seconds
