@@ -3,26 +3,57 @@ problem can be reported as FILE:LINE: key.path: message."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import yaml
 
+Path = tuple[str | int, ...]
+
+# Aliases can make a few lines expand into billions of values ("billion laughs"); no real
+# configuration comes near this many.
+MAX_VALUES = 100_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+
 
 class YamlSyntaxError(Exception):
+    """The text is not one YAML document: nothing after the error can be trusted."""
+
     def __init__(self, line: int, message: str) -> None:
         super().__init__(message)
         self.line = line
         self.message = message
 
 
-class Located:
-    """Plain Python data plus a map from key path (a tuple of keys and indexes) to line."""
+@dataclasses.dataclass(frozen=True)
+class Issue:
+    """A problem in a document that still parsed: a duplicate key, a key that is not a plain
+    scalar, a value that cannot be constructed. Reported with the configuration's own."""
 
-    def __init__(self, data: Any, lines: dict[tuple[str | int, ...], int]) -> None:
+    path: Path
+    line: int
+    message: str
+
+
+class Located:
+    """Plain Python data plus, for every key path (a tuple of keys and indexes), the line it
+    came from and, for plain scalars, the text as written."""
+
+    def __init__(
+        self,
+        data: Any,
+        lines: dict[Path, int],
+        texts: dict[Path, str] | None = None,
+        issues: list[Issue] | None = None,
+    ) -> None:
         self.data = data
         self.lines = lines
+        self.texts = texts or {}
+        self.issues = issues or []
 
-    def line_of(self, path: tuple[str | int, ...]) -> int:
+    def line_of(self, path: Path) -> int:
         """Line of `path`, or of its nearest ancestor that has one (a missing key is
         reported at the mapping that lacks it)."""
         while path:
@@ -31,45 +62,147 @@ class Located:
             path = path[:-1]
         return self.lines.get((), 1)
 
+    def text_of(self, path: Path, value: Any) -> str | None:
+        """`value` as the user wrote it: names such as `123`, `010` or `on` are strings to
+        the user, not the integer or boolean YAML makes of them."""
+        if isinstance(value, str):
+            return value
+        if value is None or isinstance(value, list | dict):
+            return None
+        return self.texts.get(path)
+
 
 def load(text: str) -> Located:
-    """Parse one YAML document. Duplicate keys are syntax errors: silently keeping the last
-    one would hide a mistake."""
+    """Parse one YAML document. Mapping keys are always the text as written. Duplicate keys
+    are problems, not silently resolved: keeping either value would hide a mistake."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise YamlSyntaxError(line, f"invalid YAML: {exc.problem or exc}") from None
+        raise YamlSyntaxError(line, _syntax_message(exc)) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise YamlSyntaxError(
+            line, f"invalid YAML: character {char!r} (U+{ord(char):04X}) is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(1, f"invalid YAML: {exc}") from None
-    lines: dict[tuple[str | int, ...], int] = {}
+    except RecursionError:
+        raise YamlSyntaxError(1, "invalid YAML: nested too deeply") from None
     if node is None:
         return Located(None, {(): 1})
-    return Located(_convert(node, (), lines), lines)
-
-
-def _convert(node: yaml.Node, path: tuple[str | int, ...], lines: dict[Any, int]) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _scalar(key_node)
-            if isinstance(key_node, yaml.ScalarNode) and key in out:
-                raise YamlSyntaxError(key_node.start_mark.line + 1, f"duplicate key {key!r}")
-            child = (*path, str(key))
-            out[key] = _convert(value_node, child, lines)
-            lines[child] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), lines) for i, item in enumerate(node.value)]
-    return _scalar(node)
-
-
-def _scalar(node: yaml.Node) -> Any:
-    if not isinstance(node, yaml.ScalarNode):
-        raise YamlSyntaxError(node.start_mark.line + 1, "keys must be plain scalars")
+    converter = _Converter()
     try:
-        return yaml.SafeLoader(stream="").construct_object(node, deep=True)
-    except yaml.YAMLError as exc:
-        raise YamlSyntaxError(node.start_mark.line + 1, f"invalid YAML value: {exc}") from None
+        data = converter.convert(node, ())
+    except RecursionError:
+        raise YamlSyntaxError(1, "invalid YAML: nested too deeply") from None
+    return Located(data, converter.lines, converter.texts, converter.issues)
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    problem = exc.problem or str(exc)
+    if "'\\t'" in problem:
+        return "invalid YAML: tab character; indent with spaces"
+    if exc.context and exc.context_mark and exc.problem_mark:
+        return f"invalid YAML: {exc.context} (line {exc.context_mark.line + 1}): {problem}"
+    return f"invalid YAML: {problem}"
+
+
+def _is_merge(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == _MERGE_TAG
+
+
+class _Converter:
+    def __init__(self) -> None:
+        self.lines: dict[Path, int] = {}
+        self.texts: dict[Path, str] = {}
+        self.issues: list[Issue] = []
+        self.count = 0
+        self.active: set[int] = set()  # collection nodes being converted: alias cycles
+        self.constructor = yaml.SafeLoader("")
+
+    def issue(self, path: Path, node: yaml.Node, message: str) -> None:
+        self.issues.append(Issue(path, node.start_mark.line + 1, message))
+
+    def convert(self, node: yaml.Node, path: Path, *, record: bool = True) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise YamlSyntaxError(
+                node.start_mark.line + 1,
+                f"invalid YAML: more than {MAX_VALUES} values (aliases expanding too far?)",
+            )
+        if record:
+            self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if id(node) in self.active:
+            self.issue(path, node, "an alias cannot refer to a value that contains it")
+            return None
+        if node.tag not in _COLLECTION_TAGS:
+            self.issue(path, node, f"unsupported YAML tag {node.tag!r}")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
+            assert isinstance(node, yaml.SequenceNode)
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        pairs = [(k, v) for k, v in node.value if not _is_merge(k)]
+        # `<<: *anchor` merges: keys written in this mapping win over merged ones, and
+        # earlier merges over later ones. Merged first, so that written keys' lines win.
+        merged: dict[str, Any] = {}
+        for merge_node in (v for k, v in node.value if _is_merge(k)):
+            sources = (
+                merge_node.value if isinstance(merge_node, yaml.SequenceNode) else [merge_node]
+            )
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    self.issue(path, merge_node, "'<<' merges only mappings (e.g. <<: *defaults)")
+                    continue
+                value = self.convert(source, path, record=False)
+                for key, item in (value or {}).items():
+                    merged.setdefault(key, item)
+        out: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in pairs:
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issue(path, key_node, "a key must be a plain scalar")
+                continue
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            child = (*path, key)
+            if key in first_line:
+                self.issue(
+                    child, key_node, f"duplicate key {key!r} (first on line {first_line[key]})"
+                )
+                continue
+            first_line[key] = line
+            if key in merged:
+                self.forget(child)
+            out[key] = self.convert(value_node, child)
+            self.lines[child] = line
+        for key, item in merged.items():
+            out.setdefault(key, item)
+        return out
+
+    def forget(self, path: Path) -> None:
+        """Drop what a merged value recorded under `path`: a written value replaces it."""
+        size = len(path)
+        for table in (self.lines, self.texts):
+            for stale in [p for p in table if p[:size] == path]:
+                del table[stale]
+
+    def scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        if node.style is None:
+            self.texts[path] = str(node.value)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.issue(path, node, f"invalid YAML value: {problem}")
+            return None

@@ -1,0 +1,84 @@
+"""The running exporter: owns the configuration file, the result store, the scheduler and
+the registry, and knows how to reload. The CLI starts it; the web server calls into it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter import config as config_module
+from exporter.config import Check, Config
+from exporter.errors import ConfigError
+from exporter.metrics import ReachabilityCollector, ResultStore
+from exporter.result import Result
+from exporter.scheduler import DEFAULT_CONCURRENCY, Scheduler
+
+log = logging.getLogger(__name__)
+
+
+class Exporter:
+    def __init__(
+        self,
+        config_file: str,
+        *,
+        registry: CollectorRegistry | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
+        self.config_file = config_file
+        self.store = ResultStore()
+        self.scheduler = Scheduler(self.store, concurrency)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(ReachabilityCollector(self.store))
+        self.registry.register(ProcessCollector(registry=None))
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def config(self) -> Config | None:
+        return self.scheduler.config
+
+    async def start(self, config: Config) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.scheduler.apply(config)
+        self.store.set_ready()
+        log.info(
+            "started config=%s services=%d checks=%d",
+            self.config_file,
+            len(config.services),
+            sum(1 for _ in config.checks()),
+        )
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the configuration file; a bad file keeps the running configuration."""
+        async with self._reload_lock:
+            try:
+                config = await asyncio.to_thread(config_module.load_file, self.config_file)
+            except ConfigError as exc:
+                self.store.set_reload_failed()
+                for line in exc.lines():
+                    log.error("reload failed, keeping the running configuration: %s", line)
+                return False, str(exc)
+            await self.scheduler.apply(config)
+            log.info("configuration reloaded file=%s", self.config_file)
+            return True, "configuration reloaded"
+
+    def find_checks(self, service: str, check: str | None) -> list[Check] | None:
+        """The configured checks named by /probe, or None when the name is unknown: the
+        endpoint must never probe anything the configuration does not list."""
+        config = self.config
+        if config is None or service not in config.services:
+            return None
+        checks = list(config.services[service].checks)
+        if check is not None:
+            checks = [c for c in checks if c.name == check]
+        return checks or None
+
+    async def run_now(self, checks: Iterable[Check]) -> list[Result]:
+        return await self.scheduler.run_now(list(checks))
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()

@@ -1,0 +1,65 @@
+"""Logging in the Prometheus exporters' formats: logfmt (the default) or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "error": logging.ERROR}  # fmt: skip
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + (
+        f".{int(record.msecs):03d}Z"
+    )
+
+
+def _level(record: logging.LogRecord) -> str:
+    return "warn" if record.levelno == logging.WARNING else record.levelname.lower()
+
+
+def _logfmt_value(value: str) -> str:
+    if value and not any(c in value for c in ' "=\\\n\t'):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        fields = [
+            ("ts", _timestamp(record)),
+            ("level", _level(record)),
+            ("source", record.name),
+            ("msg", message),
+        ]
+        return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": _timestamp(record),
+            "level": _level(record),
+            "source": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(LEVELS[level])
+    # Libraries' chatter at info level (every httpx request) would drown the exporter's.
+    for noisy in ("httpx", "httpcore", "asyncio", "quic"):
+        logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))
