@@ -1,0 +1,235 @@
+"""The collector: every CONTRACT.md family from a snapshot, on an injected registry, and an
+exposition that promtool accepts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.config import load_text
+from exporter.metrics import ReachabilityCollector, ResultStore
+from exporter.result import ResolverAnswer, Result
+from exporter.vantage import vantage_state
+from exporter.verdicts import VantageState, Verdict
+
+CONFIG = """
+bogons: []
+resolvers: {control: "udp://127.0.0.1:5353"}
+services:
+  web:
+    checks:
+      - {name: dns, kind: dns, target: example.org, resolvers: [system]}
+      - {name: page, kind: http, target: "https://example.org/"}
+      - {name: big, kind: transfer, target: "https://example.org/big"}
+  foreign:
+    role: control
+    checks: [{name: tcp, kind: tcp, target: "192.0.2.1:443"}]
+  domestic:
+    role: control
+    scope: domestic
+    checks: [{name: tcp, kind: tcp, target: "192.0.2.2:443"}]
+"""
+
+
+def make_store() -> tuple[ResultStore, CollectorRegistry]:
+    store = ResultStore()
+    store.apply_config(load_text(CONFIG))
+    registry = CollectorRegistry()
+    registry.register(ReachabilityCollector(store))
+    return store, registry
+
+
+def check(store: ResultStore, service: str, name: str):  # type: ignore[no-untyped-def]
+    return store.snapshot().states[(service, name)].check
+
+
+def finished(verdict: Verdict, at: float, **kwargs: object) -> Result:
+    result = Result(verdict, **kwargs)  # type: ignore[arg-type]
+    result.finished = at
+    result.duration = 0.2
+    return result
+
+
+def test_check_series_appear_only_after_the_first_run() -> None:
+    store, registry = make_store()
+    labels = {"service": "web", "check": "page", "kind": "http"}
+    assert registry.get_sample_value("reachability_check_success", labels) is None
+    store.record(check(store, "web", "page"), finished(Verdict.OK, 100.0, status_code=200))
+    assert registry.get_sample_value("reachability_check_success", labels) == 1.0
+    assert registry.get_sample_value("reachability_http_status_code", labels) == 200.0
+
+
+def test_verdict_series_is_one_per_check_and_since_tracks_changes() -> None:
+    store, registry = make_store()
+    page = check(store, "web", "page")
+    labels = {"service": "web", "check": "page", "kind": "http"}
+    store.record(page, finished(Verdict.OK, 100.0))
+    store.record(page, finished(Verdict.TLS_RESET, 160.0))
+    store.record(page, finished(Verdict.TLS_RESET, 220.0))
+    text = generate_latest(registry).decode()
+    verdict_lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith("reachability_check_verdict{") and 'check="page"' in line
+    ]
+    assert len(verdict_lines) == 1 and 'verdict="tls_reset"' in verdict_lines[0]
+    since = registry.get_sample_value("reachability_check_last_change_timestamp_seconds", labels)
+    assert since == 160.0
+    assert registry.get_sample_value("reachability_check_runs_total", labels) == 3.0
+    failures = registry.get_sample_value(
+        "reachability_check_failures_total", {**labels, "verdict": "tls_reset"}
+    )
+    assert failures == 2.0
+    assert registry.get_sample_value("reachability_check_latency_seconds_count", labels) == 1.0
+
+
+def test_phases_of_the_kind_read_zero_when_not_reached() -> None:
+    store, registry = make_store()
+    store.record(
+        check(store, "web", "page"),
+        finished(Verdict.TCP_REFUSED, 1.0, phases={"resolve": 0.01, "connect": 0.002}),
+    )
+    labels = {"service": "web", "check": "page", "kind": "http"}
+    for phase, value in [("resolve", 0.01), ("connect", 0.002), ("tls", 0.0),
+                         ("first_byte", 0.0), ("transfer", 0.0)]:  # fmt: skip
+        got = registry.get_sample_value(
+            "reachability_check_phase_seconds", {**labels, "phase": phase}
+        )
+        assert got == value
+
+
+def test_dns_series_per_resolver() -> None:
+    store, registry = make_store()
+    answers = [
+        ResolverAnswer("system", Verdict.DNS_NXDOMAIN, [], "NXDOMAIN"),
+        ResolverAnswer(
+            "control", Verdict.OK, ["192.0.2.7", "192.0.2.8"], "NOERROR", is_control=True
+        ),
+    ]
+    store.record(check(store, "web", "dns"), finished(Verdict.DNS_NXDOMAIN, 5.0, resolvers=answers))
+    labels = {"service": "web", "check": "dns", "kind": "dns"}
+    get = registry.get_sample_value
+    assert get("reachability_dns_answers", {**labels, "resolver": "control"}) == 2.0
+    assert get("reachability_dns_answers", {**labels, "resolver": "system"}) == 0.0
+    assert (
+        get(
+            "reachability_dns_resolver_verdict",
+            {**labels, "resolver": "system", "verdict": "dns_nxdomain"},
+        )
+        == 1.0
+    )
+
+
+def test_transfer_series() -> None:
+    store, registry = make_store()
+    store.record(
+        check(store, "web", "big"),
+        finished(Verdict.STALLED, 5.0, bytes_received=16384, rate=3000.0, status_code=200),
+    )
+    labels = {"service": "web", "check": "big", "kind": "transfer"}
+    assert registry.get_sample_value("reachability_transfer_bytes", labels) == 16384.0
+    assert (
+        registry.get_sample_value("reachability_transfer_rate_bytes_per_second", labels) == 3000.0
+    )
+
+
+def test_service_up_waits_for_every_check_and_names_the_first_failure() -> None:
+    store, registry = make_store()
+    store.record(check(store, "web", "dns"), finished(Verdict.OK, 1.0))
+    assert registry.get_sample_value("reachability_service_up", {"service": "web"}) is None
+    store.record(check(store, "web", "page"), finished(Verdict.HTTP_BLOCKPAGE, 2.0))
+    store.record(check(store, "web", "big"), finished(Verdict.STALLED, 3.0))
+    assert registry.get_sample_value("reachability_service_up", {"service": "web"}) == 0.0
+    assert (
+        registry.get_sample_value(
+            "reachability_service_verdict", {"service": "web", "verdict": "http_blockpage"}
+        )
+        == 1.0
+    )
+
+
+def test_vantage_state_follows_the_controls() -> None:
+    store, registry = make_store()
+
+    def state() -> str:
+        for name in ("online", "whitelist", "offline", "unknown"):
+            if registry.get_sample_value("reachability_vantage_state", {"state": name}) == 1.0:
+                return name
+        raise AssertionError("no vantage state series")
+
+    assert state() == "unknown"
+    store.record(check(store, "domestic", "tcp"), finished(Verdict.OK, 1.0))
+    assert state() == "unknown"  # online and whitelist look alike until a foreign result
+    store.record(check(store, "foreign", "tcp"), finished(Verdict.TCP_TIMEOUT, 2.0))
+    assert state() == "whitelist"
+    store.record(check(store, "domestic", "tcp"), finished(Verdict.TCP_TIMEOUT, 3.0))
+    assert state() == "offline"
+    store.record(check(store, "foreign", "tcp"), finished(Verdict.OK, 4.0))
+    assert state() == "online"
+
+
+@pytest.mark.parametrize(
+    ("controls", "expected"),
+    [
+        ([], VantageState.UNKNOWN),
+        ([("foreign", None)], VantageState.UNKNOWN),
+        ([("domestic", True)], VantageState.ONLINE),
+        ([("domestic", False)], VantageState.OFFLINE),
+        ([("foreign", True), ("domestic", False)], VantageState.ONLINE),
+        ([("foreign", False), ("domestic", True)], VantageState.WHITELIST),
+        ([("foreign", False), ("foreign", True)], VantageState.ONLINE),
+        ([("foreign", False), ("domestic", False)], VantageState.OFFLINE),
+    ],
+)
+def test_vantage_state_rules(
+    controls: list[tuple[str, bool | None]], expected: VantageState
+) -> None:
+    assert vantage_state(controls) == expected
+
+
+def test_a_reload_drops_removed_checks_and_keeps_the_rest() -> None:
+    store, registry = make_store()
+    store.record(check(store, "web", "page"), finished(Verdict.TLS_RESET, 50.0))
+    store.record(check(store, "web", "dns"), finished(Verdict.OK, 50.0))
+    dns_line = "      - {name: dns, kind: dns, target: example.org, resolvers: [system]}\n"
+    store.apply_config(load_text(CONFIG.replace(dns_line, "")))
+    labels = {"service": "web", "check": "page", "kind": "http"}
+    assert (
+        registry.get_sample_value("reachability_check_last_change_timestamp_seconds", labels)
+        == 50.0
+    )
+    gone = {"service": "web", "check": "dns", "kind": "dns"}
+    assert registry.get_sample_value("reachability_check_success", gone) is None
+
+
+def test_exporter_series_and_promtool_accepts_the_exposition() -> None:
+    store, registry = make_store()
+    for (service, name), verdict in [
+        (("web", "page"), Verdict.OK),
+        (("web", "big"), Verdict.THROTTLED),
+    ]:
+        store.record(
+            check(store, service, name), finished(verdict, 1.0, bytes_received=1, rate=2.0)
+        )
+    store.observe_lag(0.002)
+    assert registry.get_sample_value("reachability_exporter_config_last_reload_successful") == 1.0
+    assert (
+        registry.get_sample_value(
+            "reachability_exporter_build_info", {"version": __import__("exporter").__version__}
+        )
+        == 1.0
+    )
+    assert registry.get_sample_value("reachability_exporter_scheduler_lag_seconds_count") == 1.0
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is installed by scripts/test.sh (Debian package prometheus)"
+    checked = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=generate_latest(registry),
+        capture_output=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
+    assert checked.stdout.decode().strip() == "" and checked.stderr.decode().strip() == ""

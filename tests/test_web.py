@@ -1,0 +1,217 @@
+"""The HTTP endpoints of CONTRACT.md against the real exporter process: metrics, status,
+/probe limited to configured checks, health, readiness, reloads that keep a good config when
+the new one is bad, several listen addresses, and the exporter-toolkit web config."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from tests.support import certs
+from tests.support.exporterproc import ExporterProcess, free_port
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def config_text(open_port: int, closed: int, extra: str = "") -> str:
+    return f"""
+defaults: {{interval: 1s, timeout: 500ms}}
+services:
+  open:
+    role: control
+    checks:
+      - {{name: tcp, kind: tcp, target: "127.0.0.1:{open_port}"}}
+  closed:
+    description: A port nobody listens on
+    checks:
+      - {{name: tcp, kind: tcp, target: "127.0.0.1:{closed}"}}
+{extra}"""
+
+
+@pytest.fixture
+def exporter(tmp_path: Path, listener: int, closed_port: int) -> Iterator[ExporterProcess]:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(listener, closed_port))
+    process = ExporterProcess(path).start()
+    yield process
+    assert process.stop() == 0, process.logs()
+
+
+def test_metrics_report_each_checks_verdict(exporter: ExporterProcess) -> None:
+    exporter.wait_for(lambda: exporter.verdict("closed", "tcp") == "tcp_refused")
+    assert exporter.verdict("open", "tcp") == "ok"
+    assert exporter.value("reachability_service_up", service="open") == 1.0
+    assert exporter.value("reachability_vantage_state", state="online") == 1.0
+    status, text = exporter.get("/metrics")
+    assert status == 200 and "process_cpu_seconds_total" in text
+
+
+def test_health_and_readiness(exporter: ExporterProcess) -> None:
+    assert exporter.get("/-/healthy")[0] == 200
+    assert exporter.get("/-/ready")[0] == 200
+    assert exporter.get("/nope")[0] == 404
+
+
+def test_status_api_gives_verdicts_since_and_evidence(exporter: ExporterProcess) -> None:
+    exporter.wait_for(lambda: exporter.verdict("closed", "tcp"))
+    status, body = exporter.get("/api/v1/status")
+    assert status == 200
+    document = json.loads(body)
+    assert document["vantage_state"] in ("online", "unknown")
+    services = {s["name"]: s for s in document["services"]}
+    closed = services["closed"]
+    assert closed["description"] == "A port nobody listens on"
+    check = closed["checks"][0]
+    assert check["verdict"] == "tcp_refused" and check["success"] is False
+    assert check["since"] <= check["last_run"]
+    assert check["evidence"]["addresses"] == ["127.0.0.1"]
+
+
+def test_index_page_lists_checks_with_probe_links(exporter: ExporterProcess) -> None:
+    exporter.wait_for(lambda: exporter.verdict("closed", "tcp"))
+    status, page = exporter.get("/")
+    assert status == 200
+    assert "tcp_refused" in page and "/probe?service=closed&amp;check=tcp" in page
+
+
+def test_probe_runs_a_configured_check_and_returns_evidence(exporter: ExporterProcess) -> None:
+    status, text = exporter.get("/probe?service=closed&check=tcp")
+    assert status == 200
+    assert "verdict: tcp_refused" in text and "service=closed check=tcp" in text
+    status, text = exporter.get("/probe?service=open")
+    assert status == 200 and "verdict: ok" in text
+
+
+def test_probe_refuses_anything_not_configured(exporter: ExporterProcess) -> None:
+    assert exporter.get("/probe?service=elsewhere")[0] == 404
+    assert exporter.get("/probe?service=open&check=nope")[0] == 404
+    assert exporter.get("/probe")[0] == 400
+    # A target in the query is ignored: only configured checks are ever probed.
+    status, text = exporter.get("/probe?service=open&target=10.0.0.1:22")
+    assert status == 200 and "10.0.0.1" not in text
+
+
+def test_reload_endpoint_is_post_only(exporter: ExporterProcess) -> None:
+    assert exporter.get("/-/reload")[0] == 405
+    assert exporter.get("/-/reload", method="POST")[0] == 200
+
+
+def test_bad_reload_keeps_the_running_config_and_a_good_one_applies(
+    exporter: ExporterProcess, listener: int, closed_port: int
+) -> None:
+    exporter.wait_for(lambda: exporter.verdict("closed", "tcp"))
+    good = exporter.config.read_text()
+    exporter.config.write_text(good + "  broken: [\n")
+    status, body = exporter.get("/-/reload", method="POST")
+    assert status == 500 and "config.yaml" in body
+    assert exporter.value("reachability_exporter_config_last_reload_successful") == 0.0
+    assert exporter.verdict("closed", "tcp") == "tcp_refused"  # still running the old config
+    runs = exporter.value("reachability_check_runs_total", service="open", check="tcp", kind="tcp")
+    exporter.wait_for(
+        lambda: (exporter.value(
+            "reachability_check_runs_total", service="open", check="tcp", kind="tcp") or 0
+        ) > (runs or 0)
+    )  # fmt: skip
+
+    # The new file drops `closed`, adds `again`; SIGHUP applies it like POST /-/reload.
+    extra = f'  again:\n    checks: [{{name: tcp, kind: tcp, target: "127.0.0.1:{listener}"}}]\n'
+    exporter.config.write_text(
+        config_text(listener, closed_port, extra).replace(
+            f'  closed:\n    description: A port nobody listens on\n    checks:\n'
+            f'      - {{name: tcp, kind: tcp, target: "127.0.0.1:{closed_port}"}}\n', ""
+        )
+    )  # fmt: skip
+    since_before = exporter.value(
+        "reachability_check_last_change_timestamp_seconds", service="open", check="tcp", kind="tcp"
+    )
+    exporter.reload()
+    exporter.wait_for(lambda: exporter.verdict("again", "tcp") == "ok")
+    assert exporter.verdict("closed", "tcp") is None
+    assert exporter.value("reachability_exporter_config_last_reload_successful") == 1.0
+    since_after = exporter.value(
+        "reachability_check_last_change_timestamp_seconds", service="open", check="tcp", kind="tcp"
+    )
+    assert since_after == since_before  # an unchanged check keeps its state
+
+
+def test_every_listen_address_serves(tmp_path: Path, listener: int, closed_port: int) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(listener, closed_port))
+    second = free_port()
+    process = ExporterProcess(path, [f"--web.listen-address=127.0.0.1:{second}"]).start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{second}/-/healthy", timeout=5) as r:
+            assert r.status == 200
+    finally:
+        process.stop()
+
+
+def test_web_config_enables_tls_and_basic_auth(
+    tmp_path: Path, listener: int, closed_port: int
+) -> None:
+    cert, key = certs.issue("127.0.0.1", "localhost")
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(listener, closed_port))
+    port = free_port()
+    process = ExporterProcess(path, [f"--web.config.file={web}"], port=port)
+    context = ssl.create_default_context(cafile=certs.ca_pem_path())
+
+    def fetch(auth: str | None) -> int:
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/metrics")
+        if auth:
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        with pytest.raises(RuntimeError):
+            process.start(ready_timeout=3)  # plain-HTTP readiness polling cannot pass
+        assert fetch(None) == 401
+        assert fetch("prometheus:wrong") == 401
+        assert fetch("prometheus:s3cret") == 200
+        assert fetch("prometheus:s3cret") == 200  # remembered, not re-hashed
+    finally:
+        process.stop()
+
+
+def test_bad_web_config_is_a_usage_error(tmp_path: Path, listener: int, closed_port: int) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: plaintext\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(listener, closed_port))
+    process = ExporterProcess(path, [f"--web.config.file={web}"])
+    with pytest.raises(RuntimeError, match="exited 2"):
+        process.start()
+    assert "must be a bcrypt hash" in process.logs()
