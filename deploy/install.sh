@@ -52,8 +52,13 @@ venv=$destdir$prefix
 if [[ ! -x $venv/bin/python ]]; then
     "$python" -m venv "$venv"
 fi
+# Build from a clean copy of the package: an in-tree build would reuse build/ from earlier
+# builds, where modules deleted since then linger and get installed again.
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp -r "$src/pyproject.toml" "$src/README.md" "$src/exporter" "$stage/"
 # --upgrade reinstalls this tree's version even when the version number did not change.
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$src"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$stage"
 
 install -d -m 0755 "$destdir$confdir"
 config=$destdir$confdir/config.yaml

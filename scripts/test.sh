@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(prometheus prometheus-alertmanager iptables iproute2 chromium)
+apt_packages=(prometheus prometheus-alertmanager iptables iproute2 chromium shellcheck systemd)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from exporter import __version__
+from tests.support.listeners import accepting_port
+from tests.support.listeners import closed_port as unused_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,19 +27,13 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def listener() -> Iterator[int]:
-    """A TCP port that accepts connections (the kernel completes the handshake)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(16)
-        yield sock.getsockname()[1]
+    with accepting_port() as port:
+        yield port
 
 
 @pytest.fixture
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return unused_port()
 
 
 def write_config(tmp_path: Path, open_port: int, closed: int) -> Path:

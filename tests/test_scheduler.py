@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -13,14 +12,13 @@ import pytest
 from exporter.config import load_text
 from exporter.metrics import ResultStore
 from exporter.scheduler import Scheduler
+from tests.support.listeners import accepting_port
 
 
 @pytest.fixture
 def listener() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        yield sock.getsockname()[1]
+    with accepting_port() as port:
+        yield port
 
 
 @pytest.fixture

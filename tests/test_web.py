@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -18,22 +17,19 @@ import pytest
 
 from tests.support import certs
 from tests.support.exporterproc import ExporterProcess, free_port
+from tests.support.listeners import accepting_port
+from tests.support.listeners import closed_port as unused_port
 
 
 @pytest.fixture
 def listener() -> Iterator[int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield sock.getsockname()[1]
+    with accepting_port() as port:
+        yield port
 
 
 @pytest.fixture
 def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return unused_port()
 
 
 def config_text(open_port: int, closed: int, extra: str = "") -> str:

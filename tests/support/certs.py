@@ -1,5 +1,5 @@
 """Throwaway certificates for the tests' TLS, DoT, DoH and HTTPS servers: one trustme CA per
-test session, written to PEM files so that configurations (`ca_file`) and subprocesses can use them."""
+test session, written to PEM files that configurations (`ca_file`) and subprocesses can use."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def issue(*names: str) -> tuple[str, str]:
 
 def issue_expired(*names: str) -> tuple[str, str]:
     """Signed by `ca()` for `names`, but its validity ended yesterday."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     leaf = ca().issue_cert(
         *names,
         not_before=now - datetime.timedelta(days=30),
