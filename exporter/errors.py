@@ -13,10 +13,17 @@ class Problem:
     line: int
     path: str
     message: str
+    column: int = 0  # orders problems on one line; not shown
 
     def format(self, file: str) -> str:
+        """One line, whatever the configuration contained."""
         where = f"{file}:{self.line}" if self.line else file
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        return f"{where}: {_printable(text)}"
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 class ConfigError(Exception):
@@ -24,7 +31,7 @@ class ConfigError(Exception):
 
     def __init__(self, file: str, problems: list[Problem]) -> None:
         self.file = file
-        self.problems = sorted(problems, key=lambda p: p.line)
+        self.problems = sorted(problems, key=lambda p: (p.line, p.column))
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:

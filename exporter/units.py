@@ -40,10 +40,18 @@ class UnitError(ValueError):
     """A value that is not a valid duration, size or rate; the message says what is expected."""
 
 
+def shown(value: object, limit: int = 60) -> str:
+    """`repr(value)`, cut short: a message must stay readable whatever was written."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 4] + "...'" if isinstance(value, str) else text[: limit - 3] + "..."
+
+
 def parse_duration(value: object) -> float:
     """`500ms`, `10s`, `5m`, `1h` or compounds such as `1m30s` → seconds (> 0)."""
     if not isinstance(value, str) or not value:
-        raise UnitError(f"invalid duration {value!r}: {_DURATION_HINT}")
+        raise UnitError(f"invalid duration {shown(value)}: {_DURATION_HINT}")
     pos, total = 0, 0.0
     for match in _DURATION_PART.finditer(value):
         if match.start() != pos:
@@ -51,49 +59,49 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _DURATION_SECONDS[match.group(2)]
         pos = match.end()
     if pos != len(value):
-        raise UnitError(f"invalid duration {value!r}: {_DURATION_HINT}")
+        raise UnitError(f"invalid duration {shown(value)}: {_DURATION_HINT}")
     if total <= 0:
-        raise UnitError(f"invalid duration {value!r}: must be greater than zero")
+        raise UnitError(f"invalid duration {shown(value)}: must be greater than zero")
     if total > MAX_DURATION:
-        raise UnitError(f"invalid duration {value!r}: must be at most 365 days")
+        raise UnitError(f"invalid duration {shown(value)}: must be at most 365 days")
     return total
 
 
 def parse_size(value: object) -> int:
     """`65536`, `64KiB`, `1MiB` → bytes (> 0); suffixes are binary."""
     if isinstance(value, bool):
-        raise UnitError(f"invalid size {value!r}: {_SIZE_HINT}")
+        raise UnitError(f"invalid size {shown(value)}: {_SIZE_HINT}")
     if isinstance(value, int):
         size = value
     else:
         match = _SIZE.fullmatch(value) if isinstance(value, str) else None
         if match is None:
-            raise UnitError(f"invalid size {value!r}: {_SIZE_HINT}")
+            raise UnitError(f"invalid size {shown(value)}: {_SIZE_HINT}")
         size = int(match.group(1)) * _SIZE_FACTOR[match.group(2)]
     if size <= 0:
-        raise UnitError(f"invalid size {value!r}: must be greater than zero")
+        raise UnitError(f"invalid size {shown(value)}: must be greater than zero")
     if size > MAX_SIZE:
-        raise UnitError(f"invalid size {value!r}: must be at most 1TiB")
+        raise UnitError(f"invalid size {shown(value)}: must be at most 1TiB")
     return size
 
 
 def parse_rate(value: object) -> float:
     """Bytes per second as a number, or `200kbit`, `1Mbit`, `50KB` … (decimal) → bytes/s."""
     if isinstance(value, bool):
-        raise UnitError(f"invalid rate {value!r}: {_RATE_HINT}")
+        raise UnitError(f"invalid rate {shown(value)}: {_RATE_HINT}")
     if isinstance(value, int | float):
         rate = float(value)
     else:
         match = _RATE.fullmatch(value) if isinstance(value, str) else None
         if match is None:
-            raise UnitError(f"invalid rate {value!r}: {_RATE_HINT}")
+            raise UnitError(f"invalid rate {shown(value)}: {_RATE_HINT}")
         rate = float(match.group(1)) * _RATE_BYTES_PER_SECOND[match.group(2)]
     if not math.isfinite(rate):
-        raise UnitError(f"invalid rate {value!r}: {_RATE_HINT}")
+        raise UnitError(f"invalid rate {shown(value)}: {_RATE_HINT}")
     if rate <= 0:
-        raise UnitError(f"invalid rate {value!r}: must be greater than zero")
+        raise UnitError(f"invalid rate {shown(value)}: must be greater than zero")
     if rate > MAX_RATE:
-        raise UnitError(f"invalid rate {value!r}: must be at most 1TB per second")
+        raise UnitError(f"invalid rate {shown(value)}: must be at most 1TB per second")
     return rate
 
 

@@ -13,9 +13,13 @@ Path = tuple[str | int, ...]
 # Aliases can make a few lines expand into billions of values ("billion laughs"); no real
 # configuration comes near this many.
 MAX_VALUES = 100_000
+# Far deeper than any configuration; PyYAML's scanner slows down with every level.
+MAX_DEPTH = 64
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+# Nothing in a configuration is a date: `2024-01-01` stays the text it is.
+_TEXT_TAGS = ("tag:yaml.org,2002:timestamp",)
 
 
 class YamlSyntaxError(Exception):
@@ -30,37 +34,42 @@ class YamlSyntaxError(Exception):
 @dataclasses.dataclass(frozen=True)
 class Issue:
     """A problem in a document that still parsed: a duplicate key, a key that is not a plain
-    scalar, a value that cannot be constructed. Reported with the configuration's own."""
+    scalar, a value that cannot be constructed. Reported with the configuration's own, at
+    `position` (line, column) or, without one, where `path` is."""
 
     path: Path
-    line: int
     message: str
+    position: tuple[int, int] | None = None
 
 
 class Located:
-    """Plain Python data plus, for every key path (a tuple of keys and indexes), the line it
-    came from and, for plain scalars, the text as written."""
+    """Plain Python data plus, for every key path (a tuple of keys and indexes), the line and
+    column it came from (of the key, for mapping values) and, for plain scalars, the text as
+    written."""
 
     def __init__(
         self,
         data: Any,
-        lines: dict[Path, int],
+        positions: dict[Path, tuple[int, int]],
         texts: dict[Path, str] | None = None,
         issues: list[Issue] | None = None,
     ) -> None:
         self.data = data
-        self.lines = lines
+        self.positions = positions
         self.texts = texts or {}
         self.issues = issues or []
 
-    def line_of(self, path: Path) -> int:
-        """Line of `path`, or of its nearest ancestor that has one (a missing key is
-        reported at the mapping that lacks it)."""
+    def position_of(self, path: Path) -> tuple[int, int]:
+        """Line and column of `path`, or of its nearest ancestor that has them (a missing
+        key is reported at the mapping that lacks it)."""
         while path:
-            if path in self.lines:
-                return self.lines[path]
+            if path in self.positions:
+                return self.positions[path]
             path = path[:-1]
-        return self.lines.get((), 1)
+        return self.positions.get((), (1, 1))
+
+    def line_of(self, path: Path) -> int:
+        return self.position_of(path)[0]
 
     def text_of(self, path: Path, value: Any) -> str | None:
         """`value` as the user wrote it: names such as `123`, `010` or `on` are strings to
@@ -72,13 +81,34 @@ class Located:
         return self.texts.get(path)
 
 
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing to nest deeper than MAX_DEPTH."""
+
+    depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                line = event.start_mark.line + 1
+                raise YamlSyntaxError(
+                    line, f"invalid YAML: nested more than {MAX_DEPTH} levels deep"
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def load(text: str) -> Located:
     """Parse one YAML document. Mapping keys are always the text as written. Duplicate keys
     are problems, not silently resolved: keeping either value would hide a mistake."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "end" in (exc.problem or "") and "stream" in (exc.problem or ""):
+            mark = exc.context_mark  # the end of the file is not where the mistake is
         line = mark.line + 1 if mark else 1
         raise YamlSyntaxError(line, _syntax_message(exc)) from None
     except yaml.reader.ReaderError as exc:
@@ -92,22 +122,30 @@ def load(text: str) -> Located:
     except RecursionError:
         raise YamlSyntaxError(1, "invalid YAML: nested too deeply") from None
     if node is None:
-        return Located(None, {(): 1})
+        return Located(None, {(): (1, 1)})
     converter = _Converter()
     try:
         data = converter.convert(node, ())
     except RecursionError:
         raise YamlSyntaxError(1, "invalid YAML: nested too deeply") from None
-    return Located(data, converter.lines, converter.texts, converter.issues)
+    return Located(data, converter.positions, converter.texts, converter.issues)
 
 
 def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
     problem = exc.problem or str(exc)
     if "'\\t'" in problem:
         return "invalid YAML: tab character; indent with spaces"
+    if exc.context == "expected a single document in the stream":
+        return "invalid YAML: more than one document (a second '---')"
     if exc.context and exc.context_mark and exc.problem_mark:
-        return f"invalid YAML: {exc.context} (line {exc.context_mark.line + 1}): {problem}"
+        return (
+            f"invalid YAML: {problem} ({exc.context} started on line {exc.context_mark.line + 1})"
+        )
     return f"invalid YAML: {problem}"
+
+
+def _position(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _is_merge(node: yaml.Node) -> bool:
@@ -116,15 +154,15 @@ def _is_merge(node: yaml.Node) -> bool:
 
 class _Converter:
     def __init__(self) -> None:
-        self.lines: dict[Path, int] = {}
+        self.positions: dict[Path, tuple[int, int]] = {}
         self.texts: dict[Path, str] = {}
         self.issues: list[Issue] = []
         self.count = 0
         self.active: set[int] = set()  # collection nodes being converted: alias cycles
         self.constructor = yaml.SafeLoader("")
 
-    def issue(self, path: Path, node: yaml.Node, message: str) -> None:
-        self.issues.append(Issue(path, node.start_mark.line + 1, message))
+    def issue(self, path: Path, node: yaml.Node | None, message: str) -> None:
+        self.issues.append(Issue(path, message, _position(node) if node else None))
 
     def convert(self, node: yaml.Node, path: Path, *, record: bool = True) -> Any:
         self.count += 1
@@ -134,11 +172,11 @@ class _Converter:
                 f"invalid YAML: more than {MAX_VALUES} values (aliases expanding too far?)",
             )
         if record:
-            self.lines[path] = node.start_mark.line + 1
+            self.positions[path] = _position(node)
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path)
         if id(node) in self.active:
-            self.issue(path, node, "an alias cannot refer to a value that contains it")
+            self.issue(path, None, "an alias cannot refer to a value that contains it")
             return None
         if node.tag not in _COLLECTION_TAGS:
             self.issue(path, node, f"unsupported YAML tag {node.tag!r}")
@@ -163,7 +201,7 @@ class _Converter:
             for source in sources:
                 if not isinstance(source, yaml.MappingNode):
                     self.issue(path, merge_node, "'<<' merges only mappings (e.g. <<: *defaults)")
-                    continue
+                    break
                 value = self.convert(source, path, record=False)
                 for key, item in (value or {}).items():
                     merged.setdefault(key, item)
@@ -174,18 +212,18 @@ class _Converter:
                 self.issue(path, key_node, "a key must be a plain scalar")
                 continue
             key = str(key_node.value)
-            line = key_node.start_mark.line + 1
+            position = _position(key_node)
             child = (*path, key)
             if key in first_line:
                 self.issue(
                     child, key_node, f"duplicate key {key!r} (first on line {first_line[key]})"
                 )
                 continue
-            first_line[key] = line
+            first_line[key] = position[0]
             if key in merged:
                 self.forget(child)
             out[key] = self.convert(value_node, child)
-            self.lines[child] = line
+            self.positions[child] = position
         for key, item in merged.items():
             out.setdefault(key, item)
         return out
@@ -193,13 +231,15 @@ class _Converter:
     def forget(self, path: Path) -> None:
         """Drop what a merged value recorded under `path`: a written value replaces it."""
         size = len(path)
-        for table in (self.lines, self.texts):
+        for table in (self.positions, self.texts):
             for stale in [p for p in table if p[:size] == path]:
                 del table[stale]
 
     def scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
         if node.style is None:
             self.texts[path] = str(node.value)
+        if node.tag in _TEXT_TAGS:
+            return str(node.value)
         try:
             return self.constructor.construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
