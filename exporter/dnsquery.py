@@ -92,10 +92,14 @@ async def query(
     Every call uses new sockets. Never raises for a network or server problem."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    request = dns.message.make_query(
-        name, _RDTYPES.get(rdtype) or dns.rdatatype.from_text(rdtype),
-        use_edns=0, payload=EDNS_PAYLOAD,
-    )  # fmt: skip
+    try:
+        request = dns.message.make_query(
+            name, _RDTYPES.get(rdtype) or dns.rdatatype.from_text(rdtype),
+            use_edns=0, payload=EDNS_PAYLOAD,
+        )  # fmt: skip
+    except dns.exception.DNSException as exc:
+        # Only names from the wire (a redirect's Location) get here unchecked.
+        return DnsReply(Outcome.ERROR, detail=f"invalid name {name!r}: {exc}")
     if spec.scheme == "system":
         reply = await _system(request, deadline, env)
     elif spec.scheme == "https":

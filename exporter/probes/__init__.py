@@ -2,13 +2,13 @@
 
     async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result
 
-where `deadline` is the event-loop time by which the probe must have returned. A probe never
-raises for a target failure: it returns a Result whose verdict names the failing layer."""
+where `deadline` is the event-loop time by which the probe must have returned, and a
+PROBERS entry for its kind. A probe never raises for a target failure: it returns a Result
+whose verdict names the failing layer."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from exporter.classify import describe
 from exporter.config import Check
 from exporter.probeenv import ProbeEnv
+from exporter.probes import dns, http, quic, stun, tcp, tls, transfer
 from exporter.result import Result
 from exporter.verdicts import Verdict
 
@@ -28,10 +29,15 @@ OVERRUN_GRACE = 0.25
 log = logging.getLogger(__name__)
 
 
-def prober(kind: str) -> ProbeFn:
-    module = importlib.import_module(f"exporter.probes.{kind}")
-    fn: ProbeFn = module.probe
-    return fn
+PROBERS: dict[str, ProbeFn] = {
+    "dns": dns.probe,
+    "tcp": tcp.probe,
+    "tls": tls.probe,
+    "http": http.probe,
+    "transfer": transfer.probe,
+    "stun": stun.probe,
+    "quic": quic.probe,
+}
 
 
 async def run_check(check: Check, env: ProbeEnv) -> Result:
@@ -41,7 +47,7 @@ async def run_check(check: Check, env: ProbeEnv) -> Result:
     deadline = started + check.timeout
     try:
         async with asyncio.timeout_at(deadline + OVERRUN_GRACE):
-            result = await prober(check.kind)(check, env, deadline)
+            result = await PROBERS[check.kind](check, env, deadline)
     except TimeoutError:
         result = Result(Verdict.ERROR, detail="probe overran its timeout and was cut off")
         log.error("probe overran its timeout service=%s check=%s", check.service, check.name)

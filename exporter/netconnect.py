@@ -1,0 +1,373 @@
+"""The connection layers every network probe shares: resolve a target, open TCP to its addresses
+in turn, and run a TLS handshake over that connection. Each step times its phase and, when it
+fails, raises `LayerFailure` carrying the verdict of that layer, so callers never have to guess
+from a generic exception which layer broke."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from exporter import classify
+from exporter.config import Check
+from exporter.probeenv import ProbeEnv
+from exporter.resolve import resolve_target
+from exporter.result import PHASE_CONNECT, PHASE_RESOLVE, PHASE_TLS, Phases
+from exporter.verdicts import Verdict
+
+# Bytes a Stream buffers before it stops reading from the socket: a server that floods us
+# fills the kernel's window, not our memory.
+READ_BUFFER_LIMIT = 256 * 1024
+# asyncio's own handshake timeout reports expiry as ConnectionAbortedError, which reads as a
+# reset; ours (asyncio.timeout) fires first, so theirs only backs it up.
+_HANDSHAKE_TIMEOUT_SLACK = 5.0
+
+
+# Certificate (DER) -> notAfter; emptied when full, which a handful of targets never reach.
+_EXPIRY_CACHE_SIZE = 1024
+_expiry_cache: dict[bytes, float] = {}
+
+
+class LayerFailure(Exception):
+    """A probe step failed; `verdict` names the layer and symptom, `detail` is the evidence."""
+
+    def __init__(self, verdict: Verdict, detail: str) -> None:
+        super().__init__(detail)
+        self.verdict = verdict
+        self.detail = detail
+
+
+class ConnectFailure(LayerFailure):
+    """No address answered; `tried` lists those attempted, in order."""
+
+    def __init__(self, verdict: Verdict, detail: str, tried: list[str]) -> None:
+        super().__init__(verdict, detail)
+        self.tried = tried
+
+
+# -- resolve ---------------------------------------------------------------------------------
+
+
+async def resolve(
+    check: Check,
+    env: ProbeEnv,
+    deadline: float,
+    phases: Phases | None = None,
+    host: str | None = None,
+) -> list[str]:
+    """Addresses to try for `host` (default: the check's own host), in order, through
+    `resolve_target`; records the resolve phase and raises LayerFailure with the dns verdict
+    when there is no usable address."""
+    resolution = await resolve_target(check, env, deadline, host)
+    if phases is not None:
+        phases.add(PHASE_RESOLVE, resolution.duration)
+    if resolution.verdict is not Verdict.OK:
+        raise LayerFailure(resolution.verdict, resolution.detail)
+    if not resolution.addresses:
+        raise LayerFailure(Verdict.DNS_NODATA, resolution.detail or "no address")
+    return resolution.addresses
+
+
+# -- TCP -------------------------------------------------------------------------------------
+
+
+class TcpConnection:
+    """An established TCP connection: the socket, the address that answered and every
+    address tried (in order, including the one that answered)."""
+
+    __slots__ = ("address", "sock", "tried")
+
+    def __init__(self, sock: socket.socket, address: str, tried: list[str]) -> None:
+        self.sock = sock
+        self.address = address
+        self.tried = tried
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def open_tcp(
+    addresses: Sequence[str],
+    port: int,
+    deadline: float,
+    phases: Phases | None = None,
+) -> TcpConnection:
+    """Connect to each address in turn until one answers. Each attempt gets an equal share of
+    the time left, so one silent address cannot use up the time of those after it. When all
+    fail, the verdict is the first address's (the preferred one: with `ip_version: any` an
+    unreachable IPv6 must not hide what IPv4 saw); the detail lists every attempt."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    failures: list[tuple[Verdict, str]] = []
+    tried: list[str] = []
+    try:
+        for index, address in enumerate(addresses):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            tried.append(address)
+            share = remaining / (len(addresses) - index)
+            sock: socket.socket | None = None
+            try:
+                sock = socket.socket(
+                    socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM
+                )
+                sock.setblocking(False)
+                async with asyncio.timeout(share):
+                    await loop.sock_connect(sock, (address, port))
+            except (OSError, TimeoutError) as exc:
+                if sock is not None:
+                    sock.close()
+                if isinstance(exc, TimeoutError):
+                    text = f"no answer within {share:.3g}s (SYN unanswered)"
+                else:
+                    text = f"{type(exc).__name__}: {exc.strerror or exc}"
+                failures.append((classify.tcp_failure(exc), f"{_join(address, port)}: {text}"))
+                continue
+            except BaseException:
+                if sock is not None:
+                    sock.close()
+                raise
+            return TcpConnection(sock, address, tried)
+    finally:
+        if phases is not None:
+            phases.add(PHASE_CONNECT, loop.time() - started)
+    if not failures:
+        raise ConnectFailure(Verdict.TCP_TIMEOUT, "no time left to connect", tried)
+    raise ConnectFailure(failures[0][0], "; ".join(text for _, text in failures), tried)
+
+
+def _join(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+# -- streams and TLS -------------------------------------------------------------------------
+
+
+class Stream(asyncio.Protocol):
+    """A byte stream over an asyncio transport (plain or TLS) with bounded buffering.
+
+    Reads return what has arrived (at most `max_bytes`), b"" at a clean end, and raise the
+    error that ended the connection (e.g. ConnectionResetError) once the data before it has
+    been read. `first_data` is the loop time at which bytes first arrived since the last
+    `mark()`: the first byte of a response, for the first_byte phase."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._eof = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self.first_data: float | None = None
+
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.first_data is None:
+            self.first_data = self._loop.time()
+        self._buffer += data
+        if len(self._buffer) >= READ_BUFFER_LIMIT and not self._paused and self._transport:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._wake()
+
+    def _take_error(self) -> BaseException:
+        """The error that ended the connection, reported once: raising one exception
+        object again and again would only grow its traceback. Later reads see the end."""
+        error, self._error = self._error, None
+        assert error is not None
+        return error
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # the stream API
+
+    def mark(self) -> None:
+        """Start watching for the next first byte (call before sending a request)."""
+        self.first_data = None
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    def get_extra_info(self, name: str) -> Any:
+        return None if self._transport is None else self._transport.get_extra_info(name)
+
+    async def read(self, max_bytes: int) -> bytes:
+        while not self._buffer:
+            if self._error is not None:
+                raise self._take_error()
+            if self._eof:
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if len(self._buffer) <= max_bytes:
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            data = bytes(self._buffer[:max_bytes])
+            del self._buffer[:max_bytes]
+        if self._paused and len(self._buffer) < READ_BUFFER_LIMIT // 2 and self._transport:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+    def write(self, data: bytes) -> None:
+        """Queue `data` for sending. Probes send only small requests, so there is no
+        write-side flow control; a connection already gone raises its error."""
+        if self._error is not None:
+            raise self._take_error()
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionResetError("connection closed before the request was sent")
+        self._transport.write(data)
+
+    def close(self) -> None:
+        """Drop the connection at once. A probe has what it came for; a graceful TLS
+        shutdown would wait on the peer (up to asyncio's 30 s) for nothing."""
+        if self._transport is not None:
+            self._transport.abort()
+
+    def cert_expiry(self) -> float | None:
+        """The leaf certificate's notAfter (unix seconds) when it was verified, else None.
+        Decoding the certificate and parsing its date cost more than the rest of a probe's
+        Python work; the same certificate comes back run after run, so the answer is kept
+        per certificate."""
+        ssl_object = self.get_extra_info("ssl_object")
+        if (
+            not isinstance(ssl_object, ssl.SSLObject)
+            or ssl_object.context.verify_mode == ssl.CERT_NONE
+        ):
+            return None
+        der = ssl_object.getpeercert(binary_form=True)
+        if der is None:
+            return None
+        expiry = _expiry_cache.get(der)
+        if expiry is None:
+            cert = ssl_object.getpeercert()
+            if not cert or "notAfter" not in cert:
+                return None
+            expiry = float(ssl.cert_time_to_seconds(str(cert["notAfter"])))
+            if len(_expiry_cache) >= _EXPIRY_CACHE_SIZE:
+                _expiry_cache.clear()
+            _expiry_cache[der] = expiry
+        return expiry
+
+    async def start_tls(
+        self,
+        context: ssl.SSLContext,
+        server_hostname: str,
+        deadline: float,
+        phases: Phases | None = None,
+    ) -> Stream:
+        """Upgrade this (plain, established) stream to TLS in place, e.g. inside a proxy
+        tunnel; raises LayerFailure with a tls_* verdict."""
+        if self._transport is None:
+            raise LayerFailure(Verdict.TLS_RESET, "connection closed before the TLS handshake")
+        plain = self._transport
+        self._paused = False
+        self.first_data = None
+        loop = self._loop
+        started = loop.time()
+        try:
+            async with asyncio.timeout_at(deadline):
+                upgraded = await loop.start_tls(
+                    plain,
+                    self,
+                    context,
+                    server_hostname=_sni(server_hostname),
+                    ssl_handshake_timeout=max(deadline - started, 0.0) + _HANDSHAKE_TIMEOUT_SLACK,
+                )
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            plain.abort()
+            raise LayerFailure(classify.tls_failure(exc), _tls_detail(exc)) from exc
+        finally:
+            if phases is not None:
+                phases.add(PHASE_TLS, loop.time() - started)
+        if upgraded is None:
+            plain.abort()
+            raise LayerFailure(Verdict.TLS_RESET, "connection closed during the TLS handshake")
+        self._transport = upgraded
+        return self
+
+
+async def open_stream(sock: socket.socket) -> Stream:
+    """A plain Stream over a connected socket (the Stream owns it from then on)."""
+    stream = Stream()
+    await asyncio.get_running_loop().create_connection(lambda: stream, sock=sock)
+    return stream
+
+
+async def tls_handshake(
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    server_hostname: str,
+    deadline: float,
+    phases: Phases | None = None,
+) -> Stream:
+    """Run a TLS handshake with SNI `server_hostname` over a connected socket (which it then
+    owns, and closes on failure). `context` decides verification. Raises LayerFailure with
+    tls_reset, tls_timeout, tls_cert_invalid or tls_error."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stream = Stream()
+    try:
+        async with asyncio.timeout_at(deadline):
+            await loop.create_connection(
+                lambda: stream,
+                sock=sock,
+                ssl=context,
+                server_hostname=_sni(server_hostname),
+                ssl_handshake_timeout=max(deadline - started, 0.0) + _HANDSHAKE_TIMEOUT_SLACK,
+            )
+    except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+        sock.close()
+        raise LayerFailure(classify.tls_failure(exc), _tls_detail(exc)) from exc
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        if phases is not None:
+            phases.add(PHASE_TLS, loop.time() - started)
+    return stream
+
+
+def _sni(name: str) -> str:
+    """A fully qualified name's trailing dot is not part of the name a server or a
+    certificate knows (RFC 6066: no trailing dot in SNI)."""
+    return name[:-1] if name.endswith(".") else name
+
+
+def _tls_detail(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "TLS handshake got no answer in time"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ConnectionResetError) and not str(exc):
+        return "connection closed during the TLS handshake"
+    return classify.describe(exc)

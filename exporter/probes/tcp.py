@@ -1,0 +1,27 @@
+"""The tcp prober: resolve the target and open a TCP connection to its addresses in turn,
+telling a dropped SYN (tcp_timeout) from a refusal (tcp_refused) and other failures."""
+
+from __future__ import annotations
+
+from exporter.config import Check
+from exporter.netconnect import ConnectFailure, LayerFailure, open_tcp, resolve
+from exporter.probeenv import ProbeEnv
+from exporter.result import Phases, Result
+from exporter.verdicts import Verdict
+
+
+async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
+    phases = Phases()
+    result = Result(Verdict.OK, phases=phases.durations)
+    try:
+        result.addresses = await resolve(check, env, deadline, phases)
+        connection = await open_tcp(result.addresses, check.port, deadline, phases)
+    except LayerFailure as failure:
+        result.verdict, result.detail = failure.verdict, failure.detail
+        if isinstance(failure, ConnectFailure):
+            result.addresses = failure.tried
+        return result
+    connection.close()
+    result.address = connection.address
+    result.addresses = connection.tried
+    return result

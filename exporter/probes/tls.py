@@ -1,0 +1,79 @@
+"""The tls prober: TCP, then a TLS handshake with the configured SNI, verified against the
+system roots plus `ca_file`. With `control_sni`, a handshake that fails at the transport
+(reset, stall, protocol error) is retried to the same address with the control name: when
+only the real name fails, the verdict is tls_sni_blocked."""
+
+from __future__ import annotations
+
+import asyncio
+
+from exporter.config import Check, TlsOptions
+from exporter.netconnect import ConnectFailure, LayerFailure, open_tcp, resolve, tls_handshake
+from exporter.probeenv import ProbeEnv
+from exporter.result import Phases, Result
+from exporter.verdicts import Verdict
+
+# Failures an SNI filter produces. A certificate that does not verify means the handshake
+# completed, so a name-based block would not explain it.
+_RETRY_WITH_CONTROL = frozenset({Verdict.TLS_RESET, Verdict.TLS_TIMEOUT, Verdict.TLS_ERROR})
+
+
+async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
+    options = check.options
+    assert isinstance(options, TlsOptions)
+    loop = asyncio.get_running_loop()
+    phases = Phases()
+    result = Result(Verdict.OK, phases=phases.durations)
+    try:
+        result.addresses = await resolve(check, env, deadline, phases)
+        connection = await open_tcp(result.addresses, check.port, deadline, phases)
+    except LayerFailure as failure:
+        result.verdict, result.detail = failure.verdict, failure.detail
+        if isinstance(failure, ConnectFailure):
+            result.addresses = failure.tried
+        return result
+    result.address = connection.address
+    result.addresses = connection.tried
+    handshake_deadline = deadline
+    if options.control_sni:
+        # Both handshakes must fit in the timeout: the first gets at most half of it, and
+        # never more than the retry will have left.
+        now = loop.time()
+        handshake_deadline = now + min(check.timeout / 2, (deadline - now) / 2)
+    context = env.ssl_context(options.verify)
+    try:
+        stream = await tls_handshake(
+            connection.sock, context, options.sni, handshake_deadline, phases
+        )
+    except LayerFailure as failure:
+        result.verdict, result.detail = failure.verdict, failure.detail
+        if options.control_sni and failure.verdict in _RETRY_WITH_CONTROL:
+            await _control_retry(check, env, deadline, options, result)
+        return result
+    result.cert_expiry = stream.cert_expiry()
+    stream.close()
+    return result
+
+
+async def _control_retry(
+    check: Check, env: ProbeEnv, deadline: float, options: TlsOptions, result: Result
+) -> None:
+    """Handshake again to the address that answered, with the control name, verification
+    off: completing the handshake is all it has to prove."""
+    assert result.address is not None and options.control_sni is not None
+    control_sni = options.control_sni
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        connection = await open_tcp([result.address], check.port, deadline)
+        stream = await tls_handshake(connection.sock, env.ssl_context(False), control_sni, deadline)
+    except LayerFailure as failure:
+        result.detail += f"; with control SNI {control_sni} too: {failure.detail}"
+        return
+    stream.close()
+    result.detail = (
+        f"SNI {options.sni}: "
+        f"{result.detail}; with control SNI {control_sni} the handshake completed "
+        f"in {loop.time() - started:.3f}s"
+    )
+    result.verdict = Verdict.TLS_SNI_BLOCKED
