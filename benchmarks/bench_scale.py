@@ -89,6 +89,7 @@ async def _main(args: argparse.Namespace, ports: dict[str, object]) -> None:
     await scheduler.apply(config)
     await asyncio.sleep(args.duration)
     cpu_used, elapsed = _cpu() - cpu_before, time.monotonic() - started
+    rss_running = _rss_mib()
     snapshot = store.snapshot()
     scrape_started = time.process_time()
     for _ in range(10):
@@ -105,7 +106,10 @@ async def _main(args: argparse.Namespace, ports: dict[str, object]) -> None:
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.checks} checks, interval {args.interval:g}s, ran {elapsed:.0f}s: {runs} runs")
     print(f"  verdicts now:      {dict(verdicts)}")
-    print(f"  peak RSS:          {peak_mib:.1f} MiB (before start {rss_before:.1f} MiB)")
+    print(
+        f"  RSS:               {rss_before:.1f} MiB before start, {rss_running:.1f} MiB running,"
+        f" {_rss_mib():.1f} MiB after 10 scrapes; peak {peak_mib:.1f} MiB"
+    )
     print(f"  CPU per probe:     {cpu_used * 1000 / max(runs, 1):.2f} ms (mixed kinds, incl. idle)")
     print(f"  CPU load:          {cpu_used / elapsed * 100:.0f}% of one core")
     print(f"  starts >100ms late: {late} of {sum(lag.counts)}")
