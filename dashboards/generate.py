@@ -192,6 +192,12 @@ def panel(
     return result
 
 
+def zero_one_mappings(zero: str, one: str) -> list[Json]:
+    """A 0/1 gauge in words: 0 in red, 1 in green."""
+    options = {"0": {"text": zero, "color": "red"}, "1": {"text": one, "color": "green"}}
+    return [{"type": "value", "options": options}]
+
+
 def green_red(limit: float) -> list[Json]:
     return [{"color": "red", "value": None}, {"color": "green", "value": limit}]
 
@@ -788,16 +794,8 @@ def exporter_health() -> Json:
             [target(f"up{e}", "{{vantage}} {{instance}}")],
             w=6,
             h=5,
-            mappings=[
-                {
-                    "type": "value",
-                    "options": {
-                        "0": {"text": "down", "color": "red"},
-                        "1": {"text": "up", "color": "green"},
-                    },
-                }
-            ],
-            thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            mappings=zero_one_mappings("down", "up"),
+            thresholds=green_red(1),
         ),
         stat(
             lay,
@@ -810,16 +808,8 @@ def exporter_health() -> Json:
             ],
             w=6,
             h=5,
-            mappings=[
-                {
-                    "type": "value",
-                    "options": {
-                        "0": {"text": "failed", "color": "red"},
-                        "1": {"text": "ok", "color": "green"},
-                    },
-                }
-            ],
-            thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            mappings=zero_one_mappings("failed", "ok"),
+            thresholds=green_red(1),
         ),
         stat(
             lay,

@@ -6,14 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from exporter import __version__
-from tests.support.listeners import accepting_port
-from tests.support.listeners import closed_port as unused_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,17 +18,6 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "exporter", *args],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with accepting_port() as port:
-        yield port
-
-
-@pytest.fixture
-def closed_port() -> int:
-    return unused_port()
 
 
 def write_config(tmp_path: Path, open_port: int, closed: int) -> Path:

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from exporter.config import load_text
 from exporter.metrics import ResultStore
 from exporter.scheduler import Scheduler
-from tests.support.listeners import accepting_port
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with accepting_port() as port:
-        yield port
 
 
 @pytest.fixture

@@ -17,19 +17,6 @@ import pytest
 
 from tests.support import certs
 from tests.support.exporterproc import ExporterProcess, free_port
-from tests.support.listeners import accepting_port
-from tests.support.listeners import closed_port as unused_port
-
-
-@pytest.fixture
-def listener() -> Iterator[int]:
-    with accepting_port() as port:
-        yield port
-
-
-@pytest.fixture
-def closed_port() -> int:
-    return unused_port()
 
 
 def config_text(open_port: int, closed: int, extra: str = "") -> str:

@@ -5,20 +5,22 @@ against the blockpage patterns, and the verdict names the earliest failing layer
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import re
-import urllib.parse
 import zlib
 
 import httpx
 
-from exporter.config import HOSTNAME_RE, MAX_REDIRECTS, Check, HttpOptions
+from exporter.config import Check, HttpOptions
 from exporter.httptransport import ExchangeFailure, http_request
 from exporter.probeenv import ProbeEnv
+from exporter.redirects import (
+    REDIRECT_STATUSES,
+    RedirectRefused,
+    match_blockpage,
+    next_url,
+    status_expected,
+)
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
-
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
@@ -31,7 +33,7 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     url, method, hops = check.target, options.method, 0
     while True:
         result.final_url, result.status_code = url, None
-        if blocked := _match(patterns, url):
+        if blocked := match_blockpage(patterns, url):
             return _verdict(result, Verdict.HTTP_BLOCKPAGE, f"URL {url} matches {blocked}")
         location = None
         try:
@@ -43,7 +45,7 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
                 assert response is not None
                 result.status_code = response.status_code
                 location = response.headers.get("location")
-                if location is not None and (blocked := _match(patterns, location)):
+                if location is not None and (blocked := match_blockpage(patterns, location)):
                     return _verdict(
                         result,
                         Verdict.HTTP_BLOCKPAGE,
@@ -57,7 +59,7 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
         if (
             patterns
             and body
-            and (blocked := _match(patterns, _text(body, response, options.max_body)))
+            and (blocked := match_blockpage(patterns, _text(body, response, options.max_body)))
         ):
             return _verdict(
                 result,
@@ -69,29 +71,17 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
         ):
             break
         hops += 1
-        target = urllib.parse.urljoin(url, location.strip())
-        parts = urllib.parse.urlsplit(target)
-        scheme = parts.scheme
-        if hops > MAX_REDIRECTS:
-            return _verdict(
-                result, Verdict.HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects (next: {target})"
-            )
-        if scheme not in ("http", "https"):
-            return _verdict(
-                result, Verdict.HTTP_ERROR, f"redirect to unsupported scheme {scheme!r}: {target}"
-            )
-        if not _valid_host(parts.hostname) or not _valid_port(parts):
-            # The server's word, not the configuration's: never hand it to a resolver as is.
-            return _verdict(
-                result, Verdict.HTTP_ERROR, f"redirect to an invalid host or port: {target}"
-            )
+        try:
+            target = next_url(url, location, hops)
+        except RedirectRefused as refused:
+            return _verdict(result, Verdict.HTTP_ERROR, str(refused))
         if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
             # What browsers do: the next request carries no body.
             method = "GET"
         url = target
     status = result.status_code
     assert status is not None
-    if not any(low <= status <= high for low, high in options.expect_status):
+    if not status_expected(status, options.expect_status):
         return _verdict(result, Verdict.HTTP_STATUS, f"status {status} from {url}")
     return result
 
@@ -110,31 +100,6 @@ def _evidence(
     result.addresses = list(addresses)
     if cert_expiry is not None:
         result.cert_expiry = cert_expiry
-
-
-def _valid_host(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return HOSTNAME_RE.fullmatch(host) is not None
-    return True
-
-
-def _valid_port(parts: urllib.parse.SplitResult) -> bool:
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError:
-        return False
-    return True
-
-
-def _match(patterns: tuple[re.Pattern[str], ...], text: str) -> str | None:
-    for pattern in patterns:
-        if pattern.search(text):
-            return repr(pattern.pattern)
-    return None
 
 
 def _text(body: bytes, response: httpx.Response, limit: int) -> str:

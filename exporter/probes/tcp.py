@@ -4,7 +4,7 @@ telling a dropped SYN (tcp_timeout) from a refusal (tcp_refused) and other failu
 from __future__ import annotations
 
 from exporter.config import Check
-from exporter.netconnect import ConnectFailure, LayerFailure, open_tcp, resolve
+from exporter.netconnect import ConnectFailure, LayerFailure, TcpConnection, open_tcp, resolve
 from exporter.probeenv import ProbeEnv
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
@@ -13,6 +13,17 @@ from exporter.verdicts import Verdict
 async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     phases = Phases()
     result = Result(Verdict.OK, phases=phases.durations)
+    connection = await connect(check, env, deadline, phases, result)
+    if connection is not None:
+        connection.close()
+    return result
+
+
+async def connect(
+    check: Check, env: ProbeEnv, deadline: float, phases: Phases, result: Result
+) -> TcpConnection | None:
+    """Resolve and connect, recording addresses and phases in `result`: the connection, or
+    None with the failing layer's verdict in `result` (the first steps of tls as well)."""
     try:
         result.addresses = await resolve(check, env, deadline, phases)
         connection = await open_tcp(result.addresses, check.port, deadline, phases)
@@ -20,8 +31,7 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
         result.verdict, result.detail = failure.verdict, failure.detail
         if isinstance(failure, ConnectFailure):
             result.addresses = failure.tried
-        return result
-    connection.close()
+        return None
     result.address = connection.address
     result.addresses = connection.tried
-    return result
+    return connection

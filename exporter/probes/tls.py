@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 
 from exporter.config import Check, TlsOptions
-from exporter.netconnect import ConnectFailure, LayerFailure, open_tcp, resolve, tls_handshake
+from exporter.netconnect import LayerFailure, open_tcp, tls_handshake
 from exporter.probeenv import ProbeEnv
+from exporter.probes.tcp import connect
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
 
@@ -24,16 +25,9 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     loop = asyncio.get_running_loop()
     phases = Phases()
     result = Result(Verdict.OK, phases=phases.durations)
-    try:
-        result.addresses = await resolve(check, env, deadline, phases)
-        connection = await open_tcp(result.addresses, check.port, deadline, phases)
-    except LayerFailure as failure:
-        result.verdict, result.detail = failure.verdict, failure.detail
-        if isinstance(failure, ConnectFailure):
-            result.addresses = failure.tried
+    connection = await connect(check, env, deadline, phases, result)
+    if connection is None:
         return result
-    result.address = connection.address
-    result.addresses = connection.tried
     handshake_deadline = deadline
     if options.control_sni:
         # Both handshakes must fit in the timeout: the first gets at most half of it, and

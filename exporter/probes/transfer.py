@@ -7,16 +7,19 @@ byte."""
 from __future__ import annotations
 
 import asyncio
-import re
-import urllib.parse
 
-from exporter.config import MAX_REDIRECTS, Check, TransferOptions
+from exporter.config import Check, TransferOptions
 from exporter.httptransport import ExchangeFailure, HttpExchange, http_request
 from exporter.probeenv import ProbeEnv
+from exporter.redirects import (
+    REDIRECT_STATUSES,
+    RedirectRefused,
+    match_blockpage,
+    next_url,
+    status_expected,
+)
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
-
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 class _Reading:
@@ -71,7 +74,7 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     url, hops = check.target, 0
     while True:
         result.final_url = url
-        if blocked := _match(patterns, url):
+        if blocked := match_blockpage(patterns, url):
             return _verdict(result, Verdict.HTTP_BLOCKPAGE, f"URL {url} matches {blocked}")
         location = None
         try:
@@ -81,7 +84,7 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
                 assert response is not None
                 status = result.status_code = response.status_code
                 location = response.headers.get("location")
-                if location is not None and (blocked := _match(patterns, location)):
+                if location is not None and (blocked := match_blockpage(patterns, location)):
                     return _verdict(
                         result,
                         Verdict.HTTP_BLOCKPAGE,
@@ -89,7 +92,7 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
                     )
                 redirect = options.follow_redirects and location and status in REDIRECT_STATUSES
                 if not redirect:
-                    if not any(low <= status <= high for low, high in options.expect_status):
+                    if not status_expected(status, options.expect_status):
                         return _verdict(result, Verdict.HTTP_STATUS, f"status {status} from {url}")
                     reading, ending = await _read(exchange, options, deadline)
                     return _judge(result, options, reading, ending, url)
@@ -101,16 +104,10 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
             return _verdict(result, failure.verdict, f"{url}: {failure.detail}")
         hops += 1
         assert location is not None
-        target = urllib.parse.urljoin(url, location.strip())
-        scheme = urllib.parse.urlsplit(target).scheme
-        if hops > MAX_REDIRECTS:
-            return _verdict(
-                result, Verdict.HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects (next: {target})"
-            )
-        if scheme not in ("http", "https"):
-            return _verdict(
-                result, Verdict.HTTP_ERROR, f"redirect to unsupported scheme {scheme!r}: {target}"
-            )
+        try:
+            target = next_url(url, location, hops)
+        except RedirectRefused as refused:
+            return _verdict(result, Verdict.HTTP_ERROR, str(refused))
         url = target
 
 
@@ -151,10 +148,3 @@ def _evidence(result: Result, exchange: HttpExchange) -> None:
     result.addresses = list(exchange.addresses)
     if exchange.cert_expiry is not None:
         result.cert_expiry = exchange.cert_expiry
-
-
-def _match(patterns: tuple[re.Pattern[str], ...], text: str) -> str | None:
-    for pattern in patterns:
-        if pattern.search(text):
-            return repr(pattern.pattern)
-    return None
