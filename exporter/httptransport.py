@@ -120,6 +120,9 @@ _current: contextvars.ContextVar[HttpExchange | None] = contextvars.ContextVar(
     "reachability_http_exchange", default=None
 )
 
+# How getaddrinfo says what went wrong resolving a proxy's name.
+_GAI_VERDICTS = {socket.EAI_NONAME: Verdict.DNS_NXDOMAIN, socket.EAI_AGAIN: Verdict.DNS_TIMEOUT}
+
 
 class ExchangeFailure(LayerFailure):
     """An HTTP exchange failed: the layer verdict, the evidence, and the exchange (its
@@ -326,7 +329,9 @@ class HttpExchange:
             try:
                 infos = await self._loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             except OSError as exc:
-                raise LayerFailure(Verdict.ERROR, f"proxy {host}: {exc}") from exc
+                # The vantage point cannot find its own proxy: a DNS symptom, not a bug.
+                verdict = _GAI_VERDICTS.get(exc.errno or 0, Verdict.DNS_ERROR)
+                raise LayerFailure(verdict, f"proxy {host}: {exc}") from exc
             addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         finally:
             self.phases.add(PHASE_RESOLVE, self._loop.time() - started)
