@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine, as root: installs what the tests need
-# (real DNS/TLS/HTTP peers are in-process; Prometheus, promtool, Alertmanager, Chromium,
-# iptables and tc come from Debian), checks style and types, then runs every test.
+# (the DNS, TLS, HTTP, STUN and QUIC peers are the tests' own; Prometheus, promtool,
+# Alertmanager, iptables, tc, shellcheck and systemd-analyze come from Debian), checks style
+# and types, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(prometheus prometheus-alertmanager iptables iproute2 chromium shellcheck systemd)
+apt_packages=(prometheus prometheus-alertmanager iptables iproute2 shellcheck systemd)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
