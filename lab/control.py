@@ -102,6 +102,7 @@ class Exporter:
             except OSError:
                 pass
             if time.monotonic() > deadline:
+                self.stop()  # not ready is not running: reap it rather than leave it behind
                 raise RuntimeError(f"exporter not ready in {ready_timeout}s:\n{self.logs()}")
             time.sleep(0.1)
 

@@ -110,10 +110,19 @@ class CommandError(RuntimeError):
     pass
 
 
+COMMAND_TIMEOUT = 60.0
+
+
 def run(args: Sequence[str], *, check: bool = True, netns: str | None = None) -> str:
     """Run a command (inside `netns` if given); its stdout, or CommandError with stderr."""
     argv = ["ip", "netns", "exec", netns, *args] if netns else list(args)
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        # A wedged `ip` or `iptables` must fail the lab, not hang it (and CI) forever.
+        raise CommandError(f"{shlex.join(argv)}: no answer in {COMMAND_TIMEOUT:g}s") from None
     if check and proc.returncode != 0:
         raise CommandError(f"{shlex.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
     return proc.stdout

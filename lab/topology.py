@@ -166,6 +166,17 @@ def _pids(netns: str) -> list[int]:
     return [int(p) for p in out.split() if p.isdigit()]
 
 
+def _started_by(lab: Lab, pid: int) -> bool:
+    """Whether `pid` is still a process of this lab: every one it starts names its state
+    directory on the command line. A pid file outlives its process, and the pid may since
+    belong to something else."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(lab.state).encode() in cmdline
+
+
 def _kill(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -178,7 +189,9 @@ def stop_processes(lab: Lab, namespaces: set[str]) -> None:
     pids: list[int] = []
     for pidfile in lab.state.glob("*.pid") if lab.state.exists() else ():
         with contextlib.suppress(ValueError, OSError):
-            pids.append(int(pidfile.read_text()))
+            pid = int(pidfile.read_text())
+            if _started_by(lab, pid):
+                pids.append(pid)
         pidfile.unlink(missing_ok=True)
     for netns in namespaces:
         pids += _pids(netns)

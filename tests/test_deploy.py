@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,30 @@ def test_grafana_provisioning_files_point_at_the_installed_dashboards(path: Path
     else:
         (source,) = doc["datasources"]
         assert source["type"] == "prometheus"
+
+
+def test_unit_proc_sandbox_keeps_the_process_metrics() -> None:
+    """ProtectProc= and ProcSubset= become options of the service's /proc mount; under
+    them prometheus_client must still export process_* (it reads /proc/stat for the boot
+    time, which ProcSubset=pid hides, and then exports nothing)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("mounting a private /proc needs root (CI runs as root)")
+    unit = unit_settings()
+    options = []
+    if "ProtectProc" in unit:
+        options.append(f"hidepid={unit['ProtectProc'][-1]}")
+    if "ProcSubset" in unit:
+        options.append(f"subset={unit['ProcSubset'][-1]}")
+    collect = (
+        "from prometheus_client.process_collector import ProcessCollector\n"
+        "print(' '.join(m.name for m in ProcessCollector(registry=None).collect()))"
+    )
+    mount = f"mount -t proc -o {','.join(options) or 'defaults'} proc /proc"
+    result = run(
+        tool("unshare"), "--mount", "--pid", "--fork", "sh", "-c",
+        f'{mount} && exec "$0" -c "$1"', sys.executable, collect,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "process_cpu_seconds" in result.stdout.split(), result.stdout
+    assert "process_resident_memory_bytes" in result.stdout.split(), result.stdout
