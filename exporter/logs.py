@@ -22,7 +22,7 @@ def _level(record: logging.LogRecord) -> str:
 
 
 def _logfmt_value(value: str) -> str:
-    if value and not any(c in value for c in ' "=\\\n\t'):
+    if value and value.isprintable() and not any(c in value for c in ' "=\\'):
         return value
     return json.dumps(value, ensure_ascii=False)
 

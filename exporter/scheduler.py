@@ -5,7 +5,6 @@ many probes run together, and reloads that keep unchanged checks on their schedu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import math
@@ -51,12 +50,16 @@ class Scheduler:
         old_env, self.env = self.env, ProbeEnv(config)
         self.store.apply_config(config)
         wanted = {check.key: check for check in config.checks()}
+        stopped = []
         for key, (check, task) in list(self._tasks.items()):
             if wanted.get(key) != check:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                stopped.append(task)
                 del self._tasks[key]
+        if stopped:
+            # asyncio.wait, not `await task` under suppress(CancelledError): that would also
+            # swallow a cancellation of this reload itself.
+            await asyncio.wait(stopped)
         loop = asyncio.get_running_loop()
         now = loop.time()
         total = max(len(wanted), 1)

@@ -4,8 +4,10 @@ snapshot and never waits for the event loop; only /probe and /-/reload hand work
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import html
+import io
 import json
 import logging
 import socket
@@ -24,8 +26,13 @@ from exporter.metrics import Snapshot
 from exporter.result import Result
 from exporter.webconfig import WebConfig
 
-# A client that sends nothing for this long is dropped, so slow clients cannot pin threads.
+# A client that sends nothing for this long, or takes longer than this to send a whole
+# request (head and body), is dropped, so slow clients cannot pin threads.
 REQUEST_TIMEOUT = 30.0
+# A request body (only POST /-/reload accepts one, and ignores it) is read and dropped up to
+# this size, so the next request on the connection starts where it should; a larger one
+# closes the connection.
+MAX_REQUEST_BODY = 64 * 1024
 # /probe waits at most this much beyond the slowest selected check's timeout.
 PROBE_GRACE = 5.0
 
@@ -98,6 +105,11 @@ class _Server(ThreadingHTTPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         super().server_bind()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver's default prints a traceback to stderr, outside the log format: a
+        # plain-HTTP client on a TLS port, or a port scanner, is not worth more than this.
+        log.debug("http request from %s failed", client_address, exc_info=True)
+
     def get_request(self) -> tuple[socket.socket, Any]:
         conn, addr = super().get_request()
         conn.settimeout(REQUEST_TIMEOUT)
@@ -106,6 +118,29 @@ class _Server(ThreadingHTTPServer):
             # slow TLS client cannot block the accept loop.
             conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
         return conn, addr
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket as the request parser reads it: every read is bounded by the time left
+    for the current request, so a client that drips a byte now and then cannot hold a
+    thread for ever (the socket timeout alone restarts with every byte)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline = time.monotonic() + REQUEST_TIMEOUT
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request took too long to arrive")
+        self._sock.settimeout(min(left, REQUEST_TIMEOUT))
+        try:
+            return self._sock.recv_into(buffer)
+        finally:
+            self._sock.settimeout(REQUEST_TIMEOUT)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -121,6 +156,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 raise ConnectionAbortedError("TLS handshake failed") from None
         super().setup()
+        # Our own reader instead of the socket file (closed, or it would keep the socket
+        # open after the request ends).
+        self.rfile.close()
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        self._reader.deadline = time.monotonic() + REQUEST_TIMEOUT
+        super().handle_one_request()
 
     def handle(self) -> None:
         # The client went away mid-request: there is nobody left to answer.
@@ -146,6 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     def _dispatch(self, method: str) -> None:
+        self._discard_body()
         if not self.server.web.web_config.authorized(self.headers.get("Authorization")):
             self._send(
                 401, "Unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="exporter"'}
@@ -174,6 +219,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(405, "Method Not Allowed\n", headers={"Allow": "GET, HEAD"})
             return
         handler(query)
+
+    def _discard_body(self) -> None:
+        """Read and drop a request body: left unread, it would be taken for the next
+        request on the connection."""
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return
+        length = self.headers.get("Content-Length", "0").strip()
+        if not length.isdigit() or int(length) > MAX_REQUEST_BODY:
+            self.close_connection = True
+            return
+        if int(length):
+            self.rfile.read(int(length))
 
     def _send(
         self,
@@ -208,7 +266,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, "Not ready\n")
 
     def _reload(self, query: dict[str, list[str]]) -> None:
-        ok, message = self._on_loop(self.exporter.reload(), timeout=60.0)
+        try:
+            ok, message = self._on_loop(self.exporter.reload(), timeout=60.0)
+        except TimeoutError:
+            self._send(503, "the reload did not finish in time\n")
+            return
         self._send(200 if ok else 500, message + "\n")
 
     def _status(self, query: dict[str, list[str]]) -> None:
@@ -230,7 +292,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, f"unknown {what}: only configured checks can be probed\n")
             return
         timeout = max(c.timeout for c in checks) + PROBE_GRACE
-        results = self._on_loop(self.exporter.run_now(checks), timeout=timeout)
+        try:
+            results = self._on_loop(self.exporter.run_now(checks), timeout=timeout)
+        except TimeoutError:
+            # Waiting for a probe slot took too long: every slot is busy with slow targets.
+            self._send(503, f"the probe did not finish within {timeout:g}s: the exporter is busy\n")
+            return
         text = "".join(evidence_text(c.service, c.name, c.kind, c.target, r)
                        for c, r in zip(checks, results, strict=True))  # fmt: skip
         self._send(200, text)
@@ -238,7 +305,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _on_loop(self, coro: Any, timeout: float) -> Any:
         loop = self.exporter.loop
         assert loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()  # nobody is waiting for the result any more
+            raise
 
 
 def evidence_text(service: str, check: str, kind: str, target: str, result: Result) -> str:

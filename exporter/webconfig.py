@@ -89,14 +89,23 @@ def load(path: str) -> WebConfig:
     tls = data.get("tls_server_config")
     if tls:
         config.ssl_context = _ssl_context(path, tls)
-    for user, hashed in (data.get("basic_auth_users") or {}).items():
+    for user, hashed in _mapping(path, "basic_auth_users", data.get("basic_auth_users")).items():
         if not isinstance(hashed, str) or not hashed.startswith("$2"):
             raise WebConfigError(f"{path}: basic_auth_users.{user}: must be a bcrypt hash")
         config.users[str(user)] = hashed.encode()
-    http = data.get("http_server_config") or {}
-    headers = http.get("headers") or {} if isinstance(http, dict) else {}
+    http = _mapping(path, "http_server_config", data.get("http_server_config"))
+    headers = _mapping(path, "http_server_config.headers", http.get("headers"))
     config.headers = {str(k): str(v) for k, v in headers.items()}
     return config
+
+
+def _mapping(path: str, key: str, value: object) -> dict[object, object]:
+    """`value` as a mapping (nothing is an empty one), else a WebConfigError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WebConfigError(f"{path}: {key}: must be a mapping")
+    return value
 
 
 def _ssl_context(path: str, tls: object) -> ssl.SSLContext:
@@ -129,6 +138,7 @@ def _ssl_context(path: str, tls: object) -> ssl.SSLContext:
             context.load_verify_locations(cafile=tls["client_ca_file"])
         elif auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
             raise WebConfigError(f"{path}: tls_server_config: {auth} needs client_ca_file")
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, TypeError) as exc:
+        # TypeError: a value of the wrong type (a list where a file name belongs).
         raise WebConfigError(f"{path}: tls_server_config: {exc}") from None
     return context

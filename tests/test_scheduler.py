@@ -98,3 +98,20 @@ async def test_reload_keeps_unchanged_checks_and_restarts_changed_ones(listener:
     assert snapshot.states[("s", "kept")].runs >= 2
     assert snapshot.states[("s", "new")].runs >= 1
     assert kept_task.done()
+
+
+async def test_a_cancelled_reload_is_not_swallowed(listener: int) -> None:
+    """Stopping the checks a reload removes must not eat the reload's own cancellation."""
+    base = (
+        "defaults: {interval: 1s, timeout: 500ms}\nservices:\n  s:\n    checks:\n"
+        f'      - {{name: a, kind: tcp, target: "127.0.0.1:{listener}"}}\n'
+    )
+    scheduler = Scheduler(ResultStore())
+    await scheduler.apply(load_text(base))
+    reload = asyncio.create_task(scheduler.apply(load_text(base.replace("name: a", "name: b"))))
+    await asyncio.sleep(0)  # the reload is now waiting for the removed check to stop
+    reload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reload
+    assert reload.cancelled()
+    await scheduler.stop()

@@ -5,8 +5,14 @@ the new one is bad, several listen addresses, and the exporter-toolkit web confi
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import select
+import socket
 import ssl
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,8 +21,12 @@ from pathlib import Path
 import bcrypt
 import pytest
 
+from exporter import web as web_module
+from exporter.app import Exporter
+from exporter.web import WebServer
+from exporter.webconfig import WebConfig
 from tests.support import certs
-from tests.support.exporterproc import ExporterProcess, free_port
+from tests.support.exporterproc import REPO, ExporterProcess, free_port
 
 
 def config_text(open_port: int, closed: int, extra: str = "") -> str:
@@ -198,3 +208,100 @@ def test_bad_web_config_is_a_usage_error(tmp_path: Path, listener: int, closed_p
     with pytest.raises(RuntimeError, match="exited 2"):
         process.start()
     assert "must be a bcrypt hash" in process.logs()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("basic_auth_users: [prometheus]\n", "basic_auth_users: must be a mapping"),
+        ("http_server_config: {headers: [X-A]}\n", "headers: must be a mapping"),
+        ("http_server_config: [headers]\n", "http_server_config: must be a mapping"),
+        ("tls_server_config: {cert_file: [a], key_file: b}\n", "tls_server_config:"),
+    ],
+)
+def test_web_config_of_the_wrong_shape_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", f"--web.config.file={web}",
+         f"--config.file={REPO / 'config.yaml'}", "--web.listen-address=127.0.0.1:0"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _in_process_web(tmp_path: Path, listener: int, closed_port: int) -> WebServer:
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(listener, closed_port))
+    web = WebServer(Exporter(str(path)), ["127.0.0.1:0"], WebConfig())
+    web.start()
+    return web
+
+
+def test_a_client_dripping_its_request_cannot_hold_a_thread(
+    tmp_path: Path, listener: int, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_module, "REQUEST_TIMEOUT", 1.0)
+    web = _in_process_web(tmp_path, listener, closed_port)
+    try:
+        with socket.create_connection(("127.0.0.1", web.ports[0]), timeout=5) as sock:
+            sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n")
+            started = time.monotonic()
+            closed = False
+            while time.monotonic() - started < 4.0 and not closed:
+                time.sleep(0.2)  # each byte well within the idle timeout
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    closed = True
+                    break
+                readable, _, _ = select.select([sock], [], [], 0)
+                closed = bool(readable) and sock.recv(1024) == b""
+            assert closed, "the server kept reading a request that never ends"
+            assert time.monotonic() - started < 2.5
+    finally:
+        web.stop()
+
+
+def test_a_post_body_is_not_taken_for_the_next_request(
+    tmp_path: Path, listener: int, closed_port: int
+) -> None:
+    web = _in_process_web(tmp_path, listener, closed_port)
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", web.ports[0], timeout=5)
+        connection.request("POST", "/-/nothing", body=b"GET /evil HTTP/1.1\r\n\r\n")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 404
+        connection.request("GET", "/-/healthy")
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"Healthy\n")
+        connection.close()
+    finally:
+        web.stop()
+
+
+def test_probe_that_cannot_get_a_slot_in_time_answers_503(tmp_path: Path, listener: int) -> None:
+    silent = socket.socket()  # completes TCP handshakes, never answers a ClientHello
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "bogons: []\nservices:\n  s:\n    checks:\n"
+        f'      - {{name: hung, kind: tls, target: "127.0.0.1:{silent.getsockname()[1]}", '
+        "timeout: 9s, interval: 10s}\n"
+        f'      - {{name: fast, kind: tcp, target: "127.0.0.1:{listener}", '
+        "timeout: 100ms, interval: 10s}\n"
+    )
+    process = ExporterProcess(path, ["--probe.concurrency=1"]).start()
+    try:
+        status, body = process.get("/probe?service=s&check=fast", timeout=15)
+        assert status == 503, body
+        assert "did not finish" in body
+    finally:
+        process.stop()
+        silent.close()
