@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
-from exporter import __version__
+from exporter import __version__, logs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,3 +108,13 @@ def test_once_with_an_unknown_service_is_a_usage_error(
     done = run("--once", f"--config.file={config}", "--service=nope")
     assert done.returncode == 2
     assert "unknown service 'nope'" in done.stderr
+
+
+def test_logfmt_quotes_values_with_control_characters() -> None:
+    """A carriage return or another control character from a target's error text must not
+    end up raw in a log line, where it could forge or garble another line."""
+    formatter = logs.LogfmtFormatter()
+    record = logging.LogRecord("exporter", logging.INFO, "", 0, "a\rb\x1b[2J", (), None)
+    line = formatter.format(record)
+    assert "\r" not in line and "\x1b" not in line
+    assert 'msg="a\\rb\\u001b[2J"' in line

@@ -5,6 +5,7 @@ the new one is bad, several listen addresses, and the exporter-toolkit web confi
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import select
@@ -25,6 +26,7 @@ from exporter import web as web_module
 from exporter.app import Exporter
 from exporter.web import WebServer
 from exporter.webconfig import WebConfig
+from exporter.webconfig import load as load_web_config
 from tests.support import certs
 from tests.support.exporterproc import REPO, ExporterProcess, free_port
 
@@ -305,3 +307,25 @@ def test_probe_that_cannot_get_a_slot_in_time_answers_503(tmp_path: Path, listen
     finally:
         process.stop()
         silent.close()
+
+
+def test_a_plain_http_client_on_a_tls_port_prints_no_traceback(
+    tmp_path: Path, listener: int, closed_port: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    cert, key = certs.issue("127.0.0.1", "localhost")
+    web_yml = tmp_path / "web.yml"
+    web_yml.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(config_text(listener, closed_port))
+    web = WebServer(Exporter(str(path)), ["127.0.0.1:0"], load_web_config(str(web_yml)))
+    web.start()
+    try:
+        with socket.create_connection(("127.0.0.1", web.ports[0]), timeout=5) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            with contextlib.suppress(OSError):
+                while sock.recv(1024):
+                    pass
+        time.sleep(0.2)
+    finally:
+        web.stop()
+    assert "Traceback" not in capfd.readouterr().err
