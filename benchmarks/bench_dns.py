@@ -31,6 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import dns.asyncquery
 import dns.message
 
+from benchmarks.peers import in_child
 from exporter.config import Check, Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
@@ -164,19 +165,8 @@ def main() -> None:
     parser.add_argument("--profile", metavar="CASE", help="profile one case instead")
     parser.add_argument("cases", nargs="*", help=f"{', '.join(CASES)} (default: all)")
     args = parser.parse_args()
-    parent, child = multiprocessing.Pipe()
-    # The child serves a certificate of this process's CA (trustme CAs live in memory).
-    cert_and_key = certs.issue("127.0.0.1")
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, cert_and_key))
-    server.start()
-    try:
-        urls = parent.recv()
+    with in_child(_serve, certs.issue("127.0.0.1")) as urls:
         asyncio.run(_main(args, urls))
-    finally:
-        parent.send("stop")
-        server.join(5)
-        if server.is_alive():
-            server.kill()
 
 
 if __name__ == "__main__":

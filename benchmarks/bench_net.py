@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import httpx
 
+from benchmarks.peers import in_child
 from exporter.config import Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
@@ -177,19 +178,8 @@ def main() -> None:
     parser.add_argument("--profile", metavar="KIND", help="profile one kind instead")
     parser.add_argument("kinds", nargs="*", help="tcp, tls, http, https (default: all)")
     args = parser.parse_args()
-    parent, child = multiprocessing.Pipe()
-    # The child serves certificates of this process's CA (trustme CAs live in memory).
-    cert_and_key = certs.issue("web.test", "127.0.0.1")
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, cert_and_key))
-    server.start()
-    try:
-        ports = parent.recv()
+    with in_child(_serve, certs.issue("web.test", "127.0.0.1")) as ports:
         asyncio.run(_main(args, ports))
-    finally:
-        parent.send("stop")
-        server.join(5)
-        if server.is_alive():
-            server.kill()
 
 
 if __name__ == "__main__":

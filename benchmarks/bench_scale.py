@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from benchmarks.peers import in_child
 from exporter.config import Config, load_text
 from exporter.metrics import ReachabilityCollector, ResultStore
 from exporter.scheduler import Scheduler
@@ -122,17 +123,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--duration", type=float, default=30.0)
     args = parser.parse_args()
-    parent, child = multiprocessing.Pipe()
-    cert_and_key = certs.issue("web.test", "127.0.0.1")
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(child, cert_and_key))
-    server.start()
-    try:
-        asyncio.run(_main(args, parent.recv()))
-    finally:
-        parent.send("stop")
-        server.join(5)
-        if server.is_alive():
-            server.kill()
+    with in_child(_serve, certs.issue("web.test", "127.0.0.1")) as ports:
+        asyncio.run(_main(args, ports))
 
 
 if __name__ == "__main__":

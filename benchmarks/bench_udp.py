@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from benchmarks.peers import in_child
 from exporter.config import load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
@@ -127,17 +128,8 @@ def main() -> int:
     parser.add_argument("--quic-count", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=10)
     args = parser.parse_args()
-    parent, child = multiprocessing.Pipe()
-    server = multiprocessing.Process(target=_serve, args=(child, certs.issue("quic.test")))
-    server.start()
-    try:
-        ports = parent.recv()
+    with in_child(_serve, certs.issue("quic.test")) as ports:
         asyncio.run(main_async(args, ports))
-    finally:
-        parent.send("done")
-        server.join(5)
-        if server.is_alive():
-            server.terminate()
     return 0
 
 
