@@ -85,6 +85,8 @@ class CheckState:
     check: Check
     result: Result | None = None
     since: float = 0.0  # when the verdict last changed
+    last_success: float | None = None  # end of the last ok run
+    failing_runs: int = 0  # non-ok runs in a row
     runs: int = 0
     failures: collections.Counter[Verdict] = dataclasses.field(default_factory=collections.Counter)
     latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
@@ -188,8 +190,11 @@ class ResultStore:
             state.runs += 1
             if result.ok:
                 state.latency.observe(result.duration)
+                state.last_success = result.finished
+                state.failing_runs = 0
             else:
                 state.failures[result.verdict] += 1
+                state.failing_runs += 1
 
     def observe_lag(self, seconds: float) -> None:
         with self._lock:
@@ -256,6 +261,16 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
         "When the verdict last changed (unix time): blocked since.",
         check_labels,
     )
+    last_success = _gauge(
+        "check_last_success_timestamp_seconds",
+        "End of the last ok run (unix time): last seen working.",
+        check_labels,
+    )
+    failing_runs = _gauge(
+        "check_consecutive_failures",
+        "Runs in a row that were not ok (0 after an ok run): one bad run is not an outage.",
+        check_labels,
+    )
     interval = _gauge("check_interval_seconds", "Configured interval between runs.", check_labels)
     info = _gauge("check_info", "The check's target (value 1).", [*check_labels, "target"])
     dns_answers = _gauge(
@@ -293,6 +308,9 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
             failures.add_metric([*labels, str(failed)], float(count))
         last_run.add_metric(labels, result.finished)
         last_change.add_metric(labels, state.since)
+        if state.last_success is not None:
+            last_success.add_metric(labels, state.last_success)
+        failing_runs.add_metric(labels, float(state.failing_runs))
         interval.add_metric(labels, check.interval)
         info.add_metric([*labels, check.target], 1.0)
         for answer in result.resolvers:
@@ -306,7 +324,8 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
             transfer_bytes.add_metric(labels, float(result.bytes_received or 0))
             transfer_rate.add_metric(labels, float(result.rate or 0.0))
     yield from (success, verdict, duration, phase, latency, runs, failures, last_run)
-    yield from (last_change, interval, info, dns_answers, dns_verdict, cert_expiry)
+    yield from (last_change, last_success, failing_runs, interval, info, dns_answers)
+    yield from (dns_verdict, cert_expiry)
     yield from (status_code, transfer_bytes, transfer_rate)
 
 

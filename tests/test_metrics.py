@@ -233,3 +233,25 @@ def test_exporter_series_and_promtool_accepts_the_exposition() -> None:
     )
     assert checked.returncode == 0, checked.stdout.decode() + checked.stderr.decode()
     assert checked.stdout.decode().strip() == "" and checked.stderr.decode().strip() == ""
+
+
+def test_consecutive_failures_and_last_success_tell_a_streak_from_a_blip() -> None:
+    store, registry = make_store()
+    page = check(store, "web", "page")
+    labels = {"service": "web", "check": "page", "kind": "http"}
+    store.record(page, finished(Verdict.TCP_TIMEOUT, 10.0))
+    assert registry.get_sample_value("reachability_check_consecutive_failures", labels) == 1.0
+    assert (
+        registry.get_sample_value("reachability_check_last_success_timestamp_seconds", labels)
+        is None
+    )  # never seen working yet
+    store.record(page, finished(Verdict.OK, 20.0))
+    store.record(page, finished(Verdict.TCP_TIMEOUT, 30.0))
+    store.record(page, finished(Verdict.TCP_REFUSED, 40.0))
+    assert registry.get_sample_value("reachability_check_consecutive_failures", labels) == 2.0
+    assert (
+        registry.get_sample_value("reachability_check_last_success_timestamp_seconds", labels)
+        == 20.0
+    )
+    store.record(page, finished(Verdict.OK, 50.0))
+    assert registry.get_sample_value("reachability_check_consecutive_failures", labels) == 0.0
