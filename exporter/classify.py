@@ -1,21 +1,35 @@
-"""The one place that turns what went wrong on the wire into a verdict: each function takes
-the exception raised in one layer and names the symptom, so that layers never blur."""
+"""The one place that turns what went wrong into a verdict. The layers raise the typed
+failures of `exporter.errors` (with the low-level error as their cause); `verdict` maps a
+failure to the verdict of its layer and symptom, reading exception types, never messages.
+DNS answers are judged by the pure functions of `exporter.dnsjudge`; the table of which
+function decides which verdict is `exporter.verdicts.DECIDED_BY`."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 import ssl
 from collections.abc import Iterator
 
-import httpx
-
+from exporter import errors
 from exporter.verdicts import Verdict
 
 # ICMP host/port unreachable and RST all mean "something answered no".
 _REFUSED_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.EHOSTDOWN}
-# Phrases with which httpcore/h11 report a peer that went away mid-response.
-_PEER_CLOSED_PHRASES = ("disconnected", "peer closed", "connection lost", "incomplete")
+# How getaddrinfo says what went wrong resolving a proxy's name.
+_GAI_VERDICTS = {socket.EAI_NONAME: Verdict.DNS_NXDOMAIN, socket.EAI_AGAIN: Verdict.DNS_TIMEOUT}
+# A reset, or a close that the protocol did not expect (EOF inside TLS or HTTP).
+_PEER_GONE = (
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+    asyncio.IncompleteReadError,
+    errors.PeerClosed,
+    errors.TlsClosed,
+)
 
 
 def causes(exc: BaseException) -> Iterator[BaseException]:
@@ -28,36 +42,41 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, TimeoutError | httpx.TimeoutException)
+def verdict(failure: errors.ProbeFailure) -> Verdict:
+    """The verdict of a failure raised by a probe layer."""
+    if isinstance(failure, errors.ResolveFailure):
+        return failure.verdict
+    if isinstance(failure, errors.ResolveTimeout):
+        return Verdict.DNS_TIMEOUT
+    if isinstance(failure, errors.ProxyNameFailure):
+        return proxy_name_failure(failure)
+    if isinstance(failure, errors.TcpFailure):
+        return tcp_failure(failure)
+    if isinstance(failure, errors.TlsFailure):
+        return tls_failure(failure)
+    if isinstance(failure, errors.HttpFailure):
+        return http_failure(failure)
+    if isinstance(failure, errors.TransferFailure):
+        return transfer_failure(failure)
+    if isinstance(failure, errors.UdpFailure):
+        return udp_failure(failure)
+    raise TypeError(f"no verdict for {type(failure).__name__}")  # a new failure type: a bug
 
 
-def _is_peer_gone(exc: BaseException) -> bool:
-    """A reset, or a close that the protocol did not expect (EOF inside TLS or HTTP)."""
-    if isinstance(
-        exc,
-        ConnectionResetError
-        | ConnectionAbortedError
-        | BrokenPipeError
-        | ssl.SSLEOFError
-        | ssl.SSLZeroReturnError
-        | asyncio.IncompleteReadError,
-    ):
-        return True
-    if isinstance(exc, ConnectionError) and "lost" in str(exc).lower():
-        return True
-    if isinstance(exc, httpx.RemoteProtocolError):
-        text = str(exc).lower()
-        return any(phrase in text for phrase in _PEER_CLOSED_PHRASES)
-    return False
+def proxy_name_failure(failure: errors.ProxyNameFailure) -> Verdict:
+    """The vantage point cannot find its own proxy: a DNS symptom, not a bug."""
+    for cause in causes(failure):
+        if isinstance(cause, OSError) and cause.errno in _GAI_VERDICTS:
+            return _GAI_VERDICTS[cause.errno]
+    return Verdict.DNS_ERROR
 
 
 def tcp_failure(exc: BaseException) -> Verdict:
-    """A failed TCP handshake."""
+    """A failed TCP handshake (directly, or a proxy's to the target)."""
     for cause in causes(exc):
-        if _is_timeout(cause):
+        if isinstance(cause, errors.TcpTimeout | TimeoutError):
             return Verdict.TCP_TIMEOUT
-        if isinstance(cause, ConnectionRefusedError):
+        if isinstance(cause, errors.TcpRefused | ConnectionRefusedError):
             return Verdict.TCP_REFUSED
         if isinstance(cause, OSError) and cause.errno in _REFUSED_ERRNOS:
             return Verdict.TCP_REFUSED
@@ -65,25 +84,50 @@ def tcp_failure(exc: BaseException) -> Verdict:
 
 
 def tls_failure(exc: BaseException) -> Verdict:
-    """A failed TLS handshake (TCP already established)."""
+    """A failed TLS handshake (TCP already established), over TCP or inside QUIC."""
     for cause in causes(exc):
-        if isinstance(cause, ssl.SSLCertVerificationError):
+        if isinstance(cause, errors.SniBlocked):
+            return Verdict.TLS_SNI_BLOCKED
+        if isinstance(cause, errors.CertificateInvalid | ssl.SSLCertVerificationError):
             return Verdict.TLS_CERT_INVALID
-        if _is_timeout(cause):
+        if isinstance(cause, errors.TlsTimeout | TimeoutError):
             return Verdict.TLS_TIMEOUT
-        if _is_peer_gone(cause):
+        if isinstance(cause, _PEER_GONE):
             return Verdict.TLS_RESET
     return Verdict.TLS_ERROR
 
 
 def http_failure(exc: BaseException) -> Verdict:
-    """A failure after the connection (and TLS, if any) was up, before the response ended."""
+    """A failure after the connection (and TLS, if any) was up: the response and its chain."""
     for cause in causes(exc):
-        if _is_timeout(cause):
+        if isinstance(cause, errors.Blockpage):
+            return Verdict.HTTP_BLOCKPAGE
+        if isinstance(cause, errors.UnexpectedStatus):
+            return Verdict.HTTP_STATUS
+        if isinstance(cause, errors.HttpTimeout | TimeoutError):
             return Verdict.HTTP_TIMEOUT
-        if _is_peer_gone(cause):
+        if isinstance(cause, _PEER_GONE):
             return Verdict.HTTP_RESET
     return Verdict.HTTP_ERROR
+
+
+def transfer_failure(failure: errors.TransferFailure) -> Verdict:
+    """A download that started but fell short of the check's bounds."""
+    if isinstance(failure, errors.Throttled):
+        return Verdict.THROTTLED
+    return Verdict.STALLED
+
+
+def udp_failure(failure: errors.UdpFailure) -> Verdict:
+    """An answer of any kind (ICMP, garbage) is udp_error; only silence is udp_timeout."""
+    if isinstance(failure, errors.UdpTimeout):
+        return Verdict.UDP_TIMEOUT
+    return Verdict.UDP_ERROR
+
+
+def exporter_failure(exc: BaseException | None = None) -> Verdict:
+    """The exporter's own failure (a bug, an overrun): never a target verdict."""
+    return Verdict.ERROR
 
 
 def describe(exc: BaseException) -> str:

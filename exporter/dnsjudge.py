@@ -1,5 +1,6 @@
-"""The DNS judging rules of CONTRACT.md as pure functions: one resolver's reply to a verdict,
-and a dns check's resolvers to the check's verdict."""
+"""The DNS judging rules of the README as pure functions: one resolver's reply to a verdict,
+a dns check's resolvers to the check's verdict, and a target resolution (A and/or AAAA)
+that left no usable address to its verdict."""
 
 from __future__ import annotations
 
@@ -67,3 +68,16 @@ def deciding_resolver(
     if not others:
         return control if control is not None else listed[0]
     return next((name for name in others if verdicts[name] is not Verdict.OK), others[0])
+
+
+def resolution_failure(replies: Sequence[DnsReply], bogons_dropped: bool) -> Verdict:
+    """The verdict of a target resolution without a usable address, from its A and/or AAAA
+    replies: answers that were all bogons are dns_bogon, NXDOMAIN from either query is
+    dns_nxdomain, dns_nodata needs every query to have returned no address, and otherwise
+    the first query's failure names the verdict."""
+    if bogons_dropped:
+        return Verdict.DNS_BOGON
+    failures = [reply_failure(reply) or Verdict.DNS_NODATA for reply in replies]
+    if Verdict.DNS_NXDOMAIN in failures:
+        return Verdict.DNS_NXDOMAIN
+    return next((v for v in failures if v is not Verdict.DNS_NODATA), Verdict.DNS_NODATA)

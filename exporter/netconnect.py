@@ -1,7 +1,7 @@
 """The connection layers every network probe shares: resolve a target, open TCP to its addresses
 in turn, and run a TLS handshake over that connection. Each step times its phase and, when it
-fails, raises `LayerFailure` carrying the verdict of that layer, so callers never have to guess
-from a generic exception which layer broke."""
+fails, raises the typed failure of that layer (`exporter.errors`), so callers never have to
+guess from a generic exception which layer broke."""
 
 from __future__ import annotations
 
@@ -13,9 +13,18 @@ from typing import Any
 
 from exporter import classify
 from exporter.config import Check
+from exporter.errors import (
+    CertificateInvalid,
+    ResolveFailure,
+    TcpFailure,
+    TcpTimeout,
+    TlsClosed,
+    TlsFailure,
+)
 from exporter.probeenv import ProbeEnv
 from exporter.resolve import resolve_target
 from exporter.result import PHASE_CONNECT, PHASE_RESOLVE, PHASE_TLS, Phases
+from exporter.timeshare import address_deadline
 from exporter.verdicts import Verdict
 
 # Bytes a Stream buffers before it stops reading from the socket: a server that floods us
@@ -31,23 +40,6 @@ _EXPIRY_CACHE_SIZE = 1024
 _expiry_cache: dict[bytes, float] = {}
 
 
-class LayerFailure(Exception):
-    """A probe step failed; `verdict` names the layer and symptom, `detail` is the evidence."""
-
-    def __init__(self, verdict: Verdict, detail: str) -> None:
-        super().__init__(detail)
-        self.verdict = verdict
-        self.detail = detail
-
-
-class ConnectFailure(LayerFailure):
-    """No address answered; `tried` lists those attempted, in order."""
-
-    def __init__(self, verdict: Verdict, detail: str, tried: list[str]) -> None:
-        super().__init__(verdict, detail)
-        self.tried = tried
-
-
 # -- resolve ---------------------------------------------------------------------------------
 
 
@@ -59,15 +51,14 @@ async def resolve(
     host: str | None = None,
 ) -> list[str]:
     """Addresses to try for `host` (default: the check's own host), in order, through
-    `resolve_target`; records the resolve phase and raises LayerFailure with the dns verdict
-    when there is no usable address."""
+    `resolve_target`; records the resolve phase and raises ResolveFailure (with the DNS
+    judge's verdict) when there is no usable address."""
     resolution = await resolve_target(check, env, deadline, host)
     if phases is not None:
         phases.add(PHASE_RESOLVE, resolution.duration)
     if resolution.verdict is not Verdict.OK:
-        raise LayerFailure(resolution.verdict, resolution.detail)
-    if not resolution.addresses:
-        raise LayerFailure(Verdict.DNS_NODATA, resolution.detail or "no address")
+        raise ResolveFailure(resolution.verdict, resolution.detail)
+    assert resolution.addresses, "an ok resolution has an address"
     return resolution.addresses
 
 
@@ -101,31 +92,38 @@ async def open_tcp(
     unreachable IPv6 must not hide what IPv4 saw); the detail lists every attempt."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    failures: list[tuple[Verdict, str]] = []
+    failures: list[TcpFailure] = []
     tried: list[str] = []
     try:
         for index, address in enumerate(addresses):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            if deadline - loop.time() <= 0:
                 break
             tried.append(address)
-            share = remaining / (len(addresses) - index)
+            attempt_started = loop.time()
+            until = address_deadline(deadline, len(addresses) - index)
             sock: socket.socket | None = None
             try:
                 sock = socket.socket(
                     socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM
                 )
                 sock.setblocking(False)
-                async with asyncio.timeout(share):
+                async with asyncio.timeout_at(until):
                     await loop.sock_connect(sock, (address, port))
-            except (OSError, TimeoutError) as exc:
+            except TimeoutError as exc:
                 if sock is not None:
                     sock.close()
-                if isinstance(exc, TimeoutError):
-                    text = f"no answer within {share:.3g}s (SYN unanswered)"
-                else:
-                    text = f"{type(exc).__name__}: {exc.strerror or exc}"
-                failures.append((classify.tcp_failure(exc), f"{_join(address, port)}: {text}"))
+                text = f"no answer within {until - attempt_started:.3g}s (SYN unanswered)"
+                failure: TcpFailure = TcpTimeout(f"{_join(address, port)}: {text}")
+                failure.__cause__ = exc
+                failures.append(failure)
+                continue
+            except OSError as exc:
+                if sock is not None:
+                    sock.close()
+                text = f"{type(exc).__name__}: {exc.strerror or exc}"
+                failure = TcpFailure(f"{_join(address, port)}: {text}")
+                failure.__cause__ = exc
+                failures.append(failure)
                 continue
             except BaseException:
                 if sock is not None:
@@ -136,8 +134,10 @@ async def open_tcp(
         if phases is not None:
             phases.add(PHASE_CONNECT, loop.time() - started)
     if not failures:
-        raise ConnectFailure(Verdict.TCP_TIMEOUT, "no time left to connect", tried)
-    raise ConnectFailure(failures[0][0], "; ".join(text for _, text in failures), tried)
+        raise TcpTimeout("no time left to connect", tried)
+    first = failures[0].restated("; ".join(failure.detail for failure in failures))
+    first.tried = tried
+    raise first
 
 
 def _join(address: str, port: int) -> str:
@@ -208,10 +208,6 @@ class Stream(asyncio.Protocol):
     def mark(self) -> None:
         """Start watching for the next first byte (call before sending a request)."""
         self.first_data = None
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._transport
 
     def get_extra_info(self, name: str) -> Any:
         return None if self._transport is None else self._transport.get_extra_info(name)
@@ -286,9 +282,9 @@ class Stream(asyncio.Protocol):
         phases: Phases | None = None,
     ) -> Stream:
         """Upgrade this (plain, established) stream to TLS in place, e.g. inside a proxy
-        tunnel; raises LayerFailure with a tls_* verdict."""
+        tunnel; raises TlsFailure."""
         if self._transport is None:
-            raise LayerFailure(Verdict.TLS_RESET, "connection closed before the TLS handshake")
+            raise TlsClosed("connection closed before the TLS handshake")
         plain = self._transport
         self._paused = False
         self.first_data = None
@@ -305,13 +301,13 @@ class Stream(asyncio.Protocol):
                 )
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
             plain.abort()
-            raise LayerFailure(classify.tls_failure(exc), _tls_detail(exc)) from exc
+            raise _tls_failure(exc) from exc
         finally:
             if phases is not None:
                 phases.add(PHASE_TLS, loop.time() - started)
         if upgraded is None:
             plain.abort()
-            raise LayerFailure(Verdict.TLS_RESET, "connection closed during the TLS handshake")
+            raise TlsClosed("connection closed during the TLS handshake")
         self._transport = upgraded
         return self
 
@@ -331,8 +327,8 @@ async def tls_handshake(
     phases: Phases | None = None,
 ) -> Stream:
     """Run a TLS handshake with SNI `server_hostname` over a connected socket (which it then
-    owns, and closes on failure). `context` decides verification. Raises LayerFailure with
-    tls_reset, tls_timeout, tls_cert_invalid or tls_error."""
+    owns, and closes on failure). `context` decides verification. Raises TlsFailure, its
+    cause telling classify a reset from a stall, a bad certificate or garbage."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     stream = Stream()
@@ -347,7 +343,7 @@ async def tls_handshake(
             )
     except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
         sock.close()
-        raise LayerFailure(classify.tls_failure(exc), _tls_detail(exc)) from exc
+        raise _tls_failure(exc) from exc
     except BaseException:
         sock.close()
         raise
@@ -361,6 +357,14 @@ def _sni(name: str) -> str:
     """A fully qualified name's trailing dot is not part of the name a server or a
     certificate knows (RFC 6066: no trailing dot in SNI)."""
     return name[:-1] if name.endswith(".") else name
+
+
+def _tls_failure(exc: BaseException) -> TlsFailure:
+    """The handshake's failure, typed where the layer knows the symptom for sure: a
+    certificate that did not verify means the handshake itself completed."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return CertificateInvalid(_tls_detail(exc))
+    return TlsFailure(_tls_detail(exc))
 
 
 def _tls_detail(exc: BaseException) -> str:

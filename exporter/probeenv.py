@@ -1,35 +1,42 @@
-"""What probes share within one loaded configuration: the config itself, TLS contexts and
-HTTP clients, built once per distinct setting instead of once per run."""
+"""What probes share within one loaded configuration: the config itself, TLS contexts, QUIC
+configurations and HTTP clients, built once per distinct setting instead of once per run."""
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
 
 import httpx
 
+from exporter import trust
 from exporter.config import Config
+
+_T = TypeVar("_T")
 
 
 class ProbeEnv:
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._ssl_contexts: dict[bool, ssl.SSLContext] = {}
+        self._ssl_contexts: dict[tuple[bool, tuple[str, ...]], ssl.SSLContext] = {}
         self._clients: dict[Hashable, httpx.AsyncClient] = {}
+        self._shared: dict[Hashable, Any] = {}
 
-    def ssl_context(self, verify: bool) -> ssl.SSLContext:
-        """System roots plus `defaults.ca_file`; with verify off, no checks at all (a probe
-        that must only prove the handshake completes, e.g. the control-SNI retry)."""
-        context = self._ssl_contexts.get(verify)
+    def ssl_context(self, verify: bool, alpn: Sequence[str] = ()) -> ssl.SSLContext:
+        """System roots plus `defaults.ca_file` (see exporter.trust), with `alpn` offered. One
+        context per setting: a caller that needs other options asks for another `alpn`."""
+        key = (verify, tuple(alpn))
+        context = self._ssl_contexts.get(key)
         if context is None:
-            context = ssl.create_default_context()
-            if self.config.ca_file:
-                context.load_verify_locations(cafile=self.config.ca_file)
-            if not verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._ssl_contexts[verify] = context
+            context = self._ssl_contexts[key] = trust.tls_context(self.config.ca_file, verify, alpn)
         return context
+
+    def shared(self, key: Hashable, factory: Callable[[], _T]) -> _T:
+        """One object per `key` for this configuration (e.g. a QUIC configuration)."""
+        if key not in self._shared:
+            self._shared[key] = factory()
+        value: _T = self._shared[key]
+        return value
 
     def http_client(
         self, key: Hashable, factory: Callable[[], httpx.AsyncClient]

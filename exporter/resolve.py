@@ -8,7 +8,7 @@ import dataclasses
 import ipaddress
 
 from exporter.config import Check
-from exporter.dnsjudge import in_networks, reply_failure
+from exporter.dnsjudge import in_networks, reply_failure, resolution_failure
 from exporter.dnsquery import DnsReply, query
 from exporter.probeenv import ProbeEnv
 from exporter.verdicts import Verdict
@@ -65,9 +65,8 @@ def combine(
     what: str,
 ) -> Resolution:
     """Usable addresses from the A and/or AAAA replies, in the order of the replies. A usable
-    answer wins over a failed query; without one, a bogon answer is dns_bogon, NXDOMAIN from
-    either query is dns_nxdomain, dns_nodata needs every query to have returned no address,
-    and otherwise the first query's failure names the verdict."""
+    answer wins over a failed query; without one, the verdict is the DNS judge's
+    (`dnsjudge.resolution_failure`)."""
     usable: list[str] = []
     dropped: list[str] = []
     for reply in replies:
@@ -86,13 +85,9 @@ def combine(
     if usable:
         detail = f"{what}: {', '.join(usable)}" + (f" ({'; '.join(notes)})" if notes else "")
         return Resolution(usable, Verdict.OK, detail, 0.0)
+    verdict = resolution_failure(replies, bool(dropped))
     if dropped:
-        return Resolution([], Verdict.DNS_BOGON, f"{what}: only bogons: {', '.join(dropped)}", 0.0)
-    failures = [reply_failure(reply) or Verdict.DNS_NODATA for reply in replies]
-    if Verdict.DNS_NXDOMAIN in failures:
-        verdict = Verdict.DNS_NXDOMAIN
-    else:
-        verdict = next((v for v in failures if v is not Verdict.DNS_NODATA), Verdict.DNS_NODATA)
+        return Resolution([], verdict, f"{what}: only bogons: {', '.join(dropped)}", 0.0)
     return Resolution([], verdict, f"{what}: {'; '.join(notes)}", 0.0)
 
 

@@ -13,12 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from exporter.classify import describe
+from exporter.classify import describe, exporter_failure
 from exporter.config import Check
 from exporter.probeenv import ProbeEnv
 from exporter.probes import dns, http, quic, stun, tcp, tls, transfer
 from exporter.result import Result
-from exporter.verdicts import Verdict
 
 ProbeFn = Callable[[Check, ProbeEnv, float], Awaitable[Result]]
 
@@ -49,12 +48,12 @@ async def run_check(check: Check, env: ProbeEnv) -> Result:
         async with asyncio.timeout_at(deadline + OVERRUN_GRACE):
             result = await PROBERS[check.kind](check, env, deadline)
     except TimeoutError:
-        result = Result(Verdict.ERROR, detail="probe overran its timeout and was cut off")
+        result = Result(exporter_failure(), detail="probe overran its timeout and was cut off")
         log.error("probe overran its timeout service=%s check=%s", check.service, check.name)
     except Exception as exc:
         # A bug in the exporter, not a target failure: say so, with the detail in the log.
         log.exception("probe failed service=%s check=%s", check.service, check.name)
-        result = Result(Verdict.ERROR, detail=f"internal error: {describe(exc)}")
+        result = Result(exporter_failure(exc), detail=f"internal error: {describe(exc)}")
     result.started = started_wall
     result.duration = loop.time() - started
     result.finished = time.time()

@@ -1,16 +1,32 @@
 """What the UDP probers (stun, quic) share: a connected socket that reports every ICMP error
-it receives, and how the timeout is shared among a target's addresses."""
+it receives, and the attempt loop over a target's addresses."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from exporter import classify
+from exporter.config import Check
+from exporter.errors import ProbeFailure, UdpFailure, UdpTimeout
+from exporter.probeenv import ProbeEnv
+from exporter.resolve import resolve_target
+from exporter.result import PHASE_RESOLVE, Result
+from exporter.timeshare import address_deadline
+from exporter.verdicts import Verdict
 
 # Linux values; the socket module names them only from Python 3.12 on.
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 # Below this much time left, another address cannot get a fair try.
 MIN_ADDRESS_BUDGET = 0.2
+
+_T = TypeVar("_T")
+# One attempt to one address until its deadline: what it saw, or a ProbeFailure raised.
+Attempt = Callable[[str, float], Awaitable[_T]]
 
 
 def connected_socket(address: str, port: int) -> socket.socket:
@@ -34,8 +50,46 @@ def connected_socket(address: str, port: int) -> socket.socket:
     return sock
 
 
-def address_deadline(deadline: float, addresses_left: int) -> float:
-    """The deadline for the next of `addresses_left` addresses: an equal share of the time
-    left, so that one silent address does not take the whole timeout from the others."""
-    now = asyncio.get_running_loop().time()
-    return now + max(deadline - now, 0.0) / max(addresses_left, 1)
+@dataclasses.dataclass
+class Answered(Generic[_T]):
+    """A UDP probe that got its answer: the result so far (ok, addresses, resolve phase)
+    and what the successful attempt returned."""
+
+    result: Result
+    seen: _T
+
+
+async def probe_addresses(
+    check: Check, env: ProbeEnv, deadline: float, attempt: Attempt[_T]
+) -> Answered[_T] | Result:
+    """Resolve the target and try its addresses in turn, each with an equal share of the time
+    left, until one answers. When none does, the failed Result: its verdict is the failure
+    that says most about the path (an answer of any kind says more than silence), its
+    detail every attempt's."""
+    resolution = await resolve_target(check, env, deadline)
+    phases = {PHASE_RESOLVE: resolution.duration}
+    if resolution.verdict is not Verdict.OK:
+        return Result(resolution.verdict, detail=resolution.detail, phases=phases)
+    addresses = list(resolution.addresses)
+    loop = asyncio.get_running_loop()
+    failures: list[ProbeFailure] = []
+    for index, address in enumerate(addresses):
+        if failures and deadline - loop.time() < MIN_ADDRESS_BUDGET:
+            break
+        until = address_deadline(deadline, len(addresses) - index)
+        try:
+            seen = await attempt(address, until)
+        except ProbeFailure as failure:
+            failures.append(failure)
+            continue
+        result = Result(Verdict.OK, phases=phases, addresses=addresses, address=address)
+        return Answered(result, seen)
+    if not failures:
+        failures.append(UdpFailure("no address to send to"))
+    worst = next((f for f in failures if not isinstance(f, UdpTimeout)), failures[0])
+    return Result(
+        classify.verdict(worst),
+        detail="; ".join(f.detail for f in failures),
+        phases=phases,
+        addresses=addresses,
+    )

@@ -81,6 +81,7 @@ def _summary(reply: DnsReply, verdict: Verdict, record: str) -> str:
         text = f"NOERROR, no {record} record"
     else:
         text = reply.rcode
-    if verdict in (Verdict.DNS_BOGON, Verdict.DNS_MISMATCH):
+    if verdict is not Verdict.OK and reply.addresses:
+        # Addresses that were judged (dns_bogon, dns_mismatch): say so beside them.
         text += f" ({verdict})"
     return text

@@ -11,11 +11,10 @@ import struct
 
 from exporter.classify import describe
 from exporter.config import Check
+from exporter.errors import UdpFailure, UdpTimeout
 from exporter.probeenv import ProbeEnv
-from exporter.probes._udp import MIN_ADDRESS_BUDGET, address_deadline, connected_socket
-from exporter.resolve import resolve_target
-from exporter.result import PHASE_FIRST_BYTE, PHASE_RESOLVE, Result
-from exporter.verdicts import Verdict
+from exporter.probes._udp import connected_socket, probe_addresses
+from exporter.result import PHASE_FIRST_BYTE, Result
 
 MAGIC_COOKIE = 0x2112A442
 BINDING_REQUEST = 0x0001
@@ -42,15 +41,6 @@ class BindingSuccess:
 def binding_request(transaction_id: bytes) -> bytes:
     """A Binding Request without attributes: the smallest message every server answers."""
     return HEADER.pack(BINDING_REQUEST, 0, MAGIC_COOKIE, transaction_id)
-
-
-def is_response_to(data: bytes, transaction_id: bytes) -> bool:
-    """Whether `data` is a STUN message for our transaction (the rest is parsed later)."""
-    return (
-        len(data) >= HEADER.size
-        and data[4:8] == MAGIC_COOKIE.to_bytes(4, "big")
-        and data[8:20] == transaction_id
-    )
 
 
 def parse_response(data: bytes, transaction_id: bytes) -> BindingSuccess:
@@ -153,14 +143,13 @@ class _Client(asyncio.DatagramProtocol):
 
 
 @dataclasses.dataclass
-class _Attempt:
-    verdict: Verdict
+class _Binding:
     detail: str
-    first_byte: float | None = None
-    rtt: float | None = None
+    first_byte: float
+    rtt: float
 
 
-async def _bind_once(address: str, port: int, deadline: float) -> _Attempt:
+async def _bind_once(address: str, port: int, deadline: float) -> _Binding:
     loop = asyncio.get_running_loop()
     transaction_id = os.urandom(12)
     request = binding_request(transaction_id)
@@ -169,7 +158,7 @@ async def _bind_once(address: str, port: int, deadline: float) -> _Attempt:
             lambda: _Client(transaction_id), sock=connected_socket(address, port)
         )
     except OSError as exc:
-        return _Attempt(Verdict.UDP_ERROR, f"{address}: cannot send: {describe(exc)}")
+        raise UdpFailure(f"{address}: cannot send: {describe(exc)}") from exc
     try:
         first_sent = last_sent = loop.time()
         wait, sends = INITIAL_RTO, 0
@@ -187,14 +176,13 @@ async def _bind_once(address: str, port: int, deadline: float) -> _Attempt:
                     ignored = (
                         f" ({client.ignored} for other transactions)" if client.ignored else ""
                     )
-                    return _Attempt(
-                        Verdict.UDP_TIMEOUT,
-                        f"{address}:{port}: no answer to {sends} binding requests{ignored}",
-                    )
+                    raise UdpTimeout(
+                        f"{address}:{port}: no answer to {sends} binding requests{ignored}"
+                    ) from None
                 wait *= 2
     except OSError as exc:
         # ECONNREFUSED is ICMP port unreachable; EHOSTUNREACH, ENETUNREACH the others.
-        return _Attempt(Verdict.UDP_ERROR, f"{address}:{port}: {describe(exc)}")
+        raise UdpFailure(f"{address}:{port}: {describe(exc)}") from exc
     finally:
         transport.close()
         # connection_lost comes later and would leave an exception nobody retrieves.
@@ -203,46 +191,22 @@ async def _bind_once(address: str, port: int, deadline: float) -> _Attempt:
     try:
         success = parse_response(data, transaction_id)
     except StunError as exc:
-        return _Attempt(Verdict.UDP_ERROR, f"{address}:{port}: invalid answer: {exc}")
+        raise UdpFailure(f"{address}:{port}: invalid answer: {exc}") from exc
     # With retransmissions the answer may belong to any of them (Karn): the time since the
     # last one is the lower bound, and the honest figure to report.
     rtt = now - (first_sent if sends == 1 else last_sent)
     mapped = f"mapped address {success.mapped}" if success.mapped else "no mapped address"
     detail = f"{address}:{port}: binding success, {mapped}, {sends} request(s)"
-    return _Attempt(Verdict.OK, detail, first_byte=now - first_sent, rtt=rtt)
+    return _Binding(detail, first_byte=now - first_sent, rtt=rtt)
 
 
 async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
-    resolution = await resolve_target(check, env, deadline)
-    phases = {PHASE_RESOLVE: resolution.duration}
-    if resolution.verdict is not Verdict.OK:
-        return Result(resolution.verdict, detail=resolution.detail, phases=phases)
-    loop = asyncio.get_running_loop()
-    addresses = list(resolution.addresses)
-    if not addresses:
-        return Result(Verdict.UDP_ERROR, detail="no address to send to", phases=phases)
-    failures: list[_Attempt] = []
-    for index, address in enumerate(addresses):
-        if deadline - loop.time() < MIN_ADDRESS_BUDGET and failures:
-            break
-        until = address_deadline(deadline, len(addresses) - index)
-        attempt = await _bind_once(address, check.port, until)
-        if attempt.verdict is Verdict.OK:
-            phases[PHASE_FIRST_BYTE] = attempt.first_byte or 0.0
-            return Result(
-                Verdict.OK,
-                detail=attempt.detail,
-                phases=phases,
-                addresses=addresses,
-                address=address,
-                rtt=attempt.rtt,
-            )
-        failures.append(attempt)
-    # An answer of any kind says more about the path than silence does.
-    worst = next((a for a in failures if a.verdict is Verdict.UDP_ERROR), failures[0])
-    return Result(
-        worst.verdict,
-        detail="; ".join(a.detail for a in failures),
-        phases=phases,
-        addresses=addresses,
+    answered = await probe_addresses(
+        check, env, deadline, lambda address, until: _bind_once(address, check.port, until)
     )
+    if isinstance(answered, Result):
+        return answered
+    result, binding = answered.result, answered.seen
+    result.phases[PHASE_FIRST_BYTE] = binding.first_byte
+    result.detail, result.rtt = binding.detail, binding.rtt
+    return result

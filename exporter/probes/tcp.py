@@ -3,8 +3,10 @@ telling a dropped SYN (tcp_timeout) from a refusal (tcp_refused) and other failu
 
 from __future__ import annotations
 
+from exporter import classify
 from exporter.config import Check
-from exporter.netconnect import ConnectFailure, LayerFailure, TcpConnection, open_tcp, resolve
+from exporter.errors import ProbeFailure, TcpFailure
+from exporter.netconnect import TcpConnection, open_tcp, resolve
 from exporter.probeenv import ProbeEnv
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
@@ -27,9 +29,9 @@ async def connect(
     try:
         result.addresses = await resolve(check, env, deadline, phases)
         connection = await open_tcp(result.addresses, check.port, deadline, phases)
-    except LayerFailure as failure:
-        result.verdict, result.detail = failure.verdict, failure.detail
-        if isinstance(failure, ConnectFailure):
+    except ProbeFailure as failure:
+        result.verdict, result.detail = classify.verdict(failure), failure.detail
+        if isinstance(failure, TcpFailure):
             result.addresses = failure.tried
         return None
     result.address = connection.address

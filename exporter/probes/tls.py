@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 
+from exporter import classify
 from exporter.config import Check, TlsOptions
-from exporter.netconnect import LayerFailure, open_tcp, tls_handshake
+from exporter.errors import CertificateInvalid, ProbeFailure, SniBlocked
+from exporter.netconnect import open_tcp, tls_handshake
 from exporter.probeenv import ProbeEnv
 from exporter.probes.tcp import connect
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
 
-# Failures an SNI filter produces. A certificate that does not verify means the handshake
-# completed, so a name-based block would not explain it.
-_RETRY_WITH_CONTROL = frozenset({Verdict.TLS_RESET, Verdict.TLS_TIMEOUT, Verdict.TLS_ERROR})
+# Failures an SNI filter cannot produce: a certificate that does not verify means the
+# handshake completed, so a name-based block would not explain it.
+_NOT_RETRIED = CertificateInvalid
 
 
 async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
@@ -39,9 +41,9 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
         stream = await tls_handshake(
             connection.sock, context, options.sni, handshake_deadline, phases
         )
-    except LayerFailure as failure:
-        result.verdict, result.detail = failure.verdict, failure.detail
-        if options.control_sni and failure.verdict in _RETRY_WITH_CONTROL:
+    except ProbeFailure as failure:
+        result.verdict, result.detail = classify.verdict(failure), failure.detail
+        if options.control_sni and not isinstance(failure, _NOT_RETRIED):
             await _control_retry(check, env, deadline, options, result)
         return result
     result.cert_expiry = stream.cert_expiry()
@@ -61,13 +63,13 @@ async def _control_retry(
     try:
         connection = await open_tcp([result.address], check.port, deadline)
         stream = await tls_handshake(connection.sock, env.ssl_context(False), control_sni, deadline)
-    except LayerFailure as failure:
+    except ProbeFailure as failure:
         result.detail += f"; with control SNI {control_sni} too: {failure.detail}"
         return
     stream.close()
-    result.detail = (
+    blocked = SniBlocked(
         f"SNI {options.sni}: "
         f"{result.detail}; with control SNI {control_sni} the handshake completed "
         f"in {loop.time() - started:.3f}s"
     )
-    result.verdict = Verdict.TLS_SNI_BLOCKED
+    result.verdict, result.detail = classify.verdict(blocked), blocked.detail

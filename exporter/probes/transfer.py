@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import asyncio
 
+from exporter import classify
 from exporter.config import Check, TransferOptions
-from exporter.httptransport import ExchangeFailure, HttpExchange, http_request
+from exporter.errors import HttpTimeout, ProbeFailure, Stalled, Throttled
+from exporter.httpchain import follow_chain
+from exporter.httptransport import HttpExchange
 from exporter.probeenv import ProbeEnv
-from exporter.redirects import (
-    REDIRECT_STATUSES,
-    RedirectRefused,
-    match_blockpage,
-    next_url,
-    status_expected,
-)
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
+
+# Bytes of a redirect's body read for the blockpage patterns (the download is the final
+# response's); a redirect page is small, and a larger one is not a page.
+REDIRECT_BODY_LIMIT = 64 * 1024
 
 
 class _Reading:
@@ -68,52 +68,35 @@ async def _read(
 async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     options = check.options
     assert isinstance(options, TransferOptions)
-    patterns = env.config.blockpages
     phases = Phases()
     result = Result(Verdict.OK, phases=phases.durations)
-    url, hops = check.target, 0
-    while True:
-        result.final_url = url
-        if blocked := match_blockpage(patterns, url):
-            return _verdict(result, Verdict.HTTP_BLOCKPAGE, f"URL {url} matches {blocked}")
-        location = None
-        try:
-            async with http_request(check, env, deadline, url, phases=phases) as exchange:
-                _evidence(result, exchange)
-                response = exchange.response
-                assert response is not None
-                status = result.status_code = response.status_code
-                location = response.headers.get("location")
-                if location is not None and (blocked := match_blockpage(patterns, location)):
-                    return _verdict(
-                        result,
-                        Verdict.HTTP_BLOCKPAGE,
-                        f"{status} Location {location} matches {blocked}",
-                    )
-                redirect = options.follow_redirects and location and status in REDIRECT_STATUSES
-                if not redirect:
-                    if not status_expected(status, options.expect_status):
-                        return _verdict(result, Verdict.HTTP_STATUS, f"status {status} from {url}")
-                    reading, ending = await _read(exchange, options, deadline)
-                    return _judge(result, options, reading, ending, url)
-        except ExchangeFailure as failure:
-            _evidence(result, failure.exchange)
-            if failure.exchange.response is not None:
-                # Failed mid-body (a reset, garbage): what arrived until then is evidence.
-                result.bytes_received = failure.exchange.bytes_read
-            return _verdict(result, failure.verdict, f"{url}: {failure.detail}")
-        hops += 1
-        assert location is not None
-        try:
-            target = next_url(url, location, hops)
-        except RedirectRefused as refused:
-            return _verdict(result, Verdict.HTTP_ERROR, str(refused))
-        url = target
+
+    async def download(exchange: HttpExchange, url: str) -> None:
+        reading, ending = await _read(exchange, options, deadline)
+        _judge(result, options, reading, ending, url)
+
+    try:
+        await follow_chain(
+            check,
+            env,
+            deadline,
+            result,
+            phases,
+            method="GET",
+            follow_redirects=options.follow_redirects,
+            expect_status=options.expect_status,
+            body_limit=REDIRECT_BODY_LIMIT,
+            final=download,
+        )
+    except ProbeFailure as failure:
+        result.verdict, result.detail = classify.verdict(failure), failure.detail
+    return result
 
 
 def _judge(
     result: Result, options: TransferOptions, reading: _Reading, ending: str, url: str
-) -> Result:
+) -> None:
+    """Record what the download measured; raise the failure it amounts to, if any."""
     result.bytes_received = reading.bytes
     result.rate = reading.rate
     seconds = reading.last_at - reading.sent_at
@@ -122,29 +105,13 @@ def _judge(
     slow = min_rate is not None and reading.rate < min_rate
     limit = f"below min_rate {min_rate * 8 / 1000:.0f} kbit/s" if min_rate is not None else ""
     if ending == "stalled":
-        return _verdict(
-            result,
-            Verdict.STALLED,
-            f"{url}: no byte for {options.stall_timeout:g}s after {measured}",
-        )
+        raise Stalled(f"{url}: no byte for {options.stall_timeout:g}s after {measured}")
     if ending == "timeout":
         # Still receiving when time ran out: slow is throttling, fast is just too much.
         if slow:
-            return _verdict(result, Verdict.THROTTLED, f"{url}: timed out at {measured}, {limit}")
-        return _verdict(result, Verdict.HTTP_TIMEOUT, f"{url}: timed out at {measured}")
+            raise Throttled(f"{url}: timed out at {measured}, {limit}")
+        raise HttpTimeout(f"{url}: timed out at {measured}")
     if slow:
-        return _verdict(result, Verdict.THROTTLED, f"{url}: {measured}, {limit}")
+        raise Throttled(f"{url}: {measured}, {limit}")
     complete = "min_bytes" if reading.bytes >= options.min_bytes else "the whole body"
-    return _verdict(result, Verdict.OK, f"{url}: {measured}, read {complete}")
-
-
-def _verdict(result: Result, verdict: Verdict, detail: str) -> Result:
-    result.verdict, result.detail = verdict, detail
-    return result
-
-
-def _evidence(result: Result, exchange: HttpExchange) -> None:
-    result.address = exchange.address
-    result.addresses = list(exchange.addresses)
-    if exchange.cert_expiry is not None:
-        result.cert_expiry = exchange.cert_expiry
+    result.detail = f"{url}: {measured}, read {complete}"
