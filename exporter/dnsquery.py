@@ -26,6 +26,7 @@ import httpx
 from exporter.classify import causes, describe
 from exporter.config import ResolverSpec
 from exporter.probeenv import ProbeEnv
+from exporter.timeshare import address_deadline
 
 RESOLV_CONF = "/etc/resolv.conf"
 SYSTEM_PORT = 53
@@ -119,13 +120,10 @@ async def _system(request: dns.message.Message, deadline: float, env: ProbeEnv) 
     nameservers = _system_nameservers()
     if isinstance(nameservers, str):
         return DnsReply(Outcome.ERROR, detail=nameservers)
-    loop = asyncio.get_running_loop()
     best: DnsReply | None = None
     for i, nameserver in enumerate(nameservers):
-        share = (deadline - loop.time()) / (len(nameservers) - i)
-        reply = await _exchange(
-            "udp", nameserver, SYSTEM_PORT, nameserver, request, loop.time() + share, env
-        )
+        until = address_deadline(deadline, len(nameservers) - i)
+        reply = await _exchange("udp", nameserver, SYSTEM_PORT, nameserver, request, until, env)
         if len(nameservers) > 1:
             reply.detail = f"nameserver {nameserver}" + (
                 f": {reply.detail}" if reply.detail else ""

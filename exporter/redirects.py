@@ -4,6 +4,7 @@ followed and where to."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import ipaddress
 import re
@@ -15,9 +16,11 @@ from exporter.config import HOSTNAME_RE, MAX_REDIRECTS, IPNetwork
 from exporter.errors import Blockpage, RedirectRefused
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# For a body whose declared charset is not one a page can be in: codecs that raise on
-# decode whatever the error handler (undefined) or refuse "replace" (idna, punycode).
+# For a body whose declared charset is not one a page can be in: a name Python does not
+# know, or one of its codecs that are not charsets: they raise whatever the error handler
+# (undefined), refuse "replace" (idna) or turn ASCII into other text (punycode, escapes).
 _TEXT_FALLBACK = "utf-8"
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined", "raw-unicode-escape", "unicode-escape"})
 
 
 def match_blockpage(patterns: tuple[re.Pattern[str], ...], text: str) -> str | None:
@@ -97,5 +100,6 @@ def body_text(body: bytes, content_encoding: str, charset: str | None, limit: in
     if charset:
         # bytes.decode refuses non-text codecs (hex, rot13) with LookupError itself.
         with contextlib.suppress(LookupError, UnicodeError, ValueError):
-            return body.decode(charset, errors="replace")
+            if codecs.lookup(charset).name not in _NOT_CHARSETS:
+                return body.decode(charset, errors="replace")
     return body.decode(_TEXT_FALLBACK, errors="replace")

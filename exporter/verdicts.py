@@ -1,5 +1,7 @@
-"""The closed set of verdicts (CONTRACT.md): what a check saw, named by the earliest failing
-layer. Label values come only from here, never from exception text."""
+"""The closed set of verdicts (the README's table): what a check saw, named by the earliest
+failing layer. Label values come only from here, never from exception text; `DECIDED_BY`
+says which function decides each one (classify for every layer's failure, the pure DNS
+judge for answers), and tests/test_verdicts.py holds every other module to that."""
 
 from __future__ import annotations
 
@@ -32,6 +34,42 @@ class Verdict(enum.StrEnum):
     UDP_TIMEOUT = "udp_timeout"
     UDP_ERROR = "udp_error"
     ERROR = "error"
+
+
+# Each verdict and the functions that decide it (module.function): the DNS judge for
+# answers, classify for every layer's failure. `ok` is not decided: it is what a probe
+# reports when no layer raised a failure.
+OK_WHEN = "no layer raised a failure"
+DECIDED_BY: dict[Verdict, tuple[str, ...]] = {
+    Verdict.OK: (),
+    Verdict.DNS_NXDOMAIN: (
+        "exporter.dnsjudge.reply_failure",
+        "exporter.classify.proxy_name_failure",
+    ),
+    Verdict.DNS_NODATA: ("exporter.dnsjudge.reply_failure", "exporter.dnsjudge.resolution_failure"),
+    Verdict.DNS_TIMEOUT: ("exporter.dnsjudge.reply_failure", "exporter.classify.verdict"),
+    Verdict.DNS_ERROR: ("exporter.dnsjudge.reply_failure", "exporter.classify.proxy_name_failure"),
+    Verdict.DNS_BOGON: ("exporter.dnsjudge.judge_resolver", "exporter.dnsjudge.resolution_failure"),
+    Verdict.DNS_MISMATCH: ("exporter.dnsjudge.judge_resolver",),
+    Verdict.TCP_TIMEOUT: ("exporter.classify.tcp_failure",),
+    Verdict.TCP_REFUSED: ("exporter.classify.tcp_failure",),
+    Verdict.TCP_ERROR: ("exporter.classify.tcp_failure",),
+    Verdict.TLS_RESET: ("exporter.classify.tls_failure",),
+    Verdict.TLS_TIMEOUT: ("exporter.classify.tls_failure",),
+    Verdict.TLS_SNI_BLOCKED: ("exporter.classify.tls_failure",),
+    Verdict.TLS_CERT_INVALID: ("exporter.classify.tls_failure",),
+    Verdict.TLS_ERROR: ("exporter.classify.tls_failure",),
+    Verdict.HTTP_BLOCKPAGE: ("exporter.classify.http_failure",),
+    Verdict.HTTP_STATUS: ("exporter.classify.http_failure",),
+    Verdict.HTTP_RESET: ("exporter.classify.http_failure",),
+    Verdict.HTTP_TIMEOUT: ("exporter.classify.http_failure",),
+    Verdict.HTTP_ERROR: ("exporter.classify.http_failure",),
+    Verdict.STALLED: ("exporter.classify.transfer_failure",),
+    Verdict.THROTTLED: ("exporter.classify.transfer_failure",),
+    Verdict.UDP_TIMEOUT: ("exporter.classify.udp_failure",),
+    Verdict.UDP_ERROR: ("exporter.classify.udp_failure",),
+    Verdict.ERROR: ("exporter.classify.exporter_failure",),
+}
 
 
 class VantageState(enum.StrEnum):

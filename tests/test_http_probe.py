@@ -421,3 +421,37 @@ async def test_exchange_failure_carries_the_evidence(servers: Servers) -> None:
     assert caught.value.verdict is Verdict.HTTP_RESET
     assert caught.value.exchange.address == "127.0.0.1"
     assert caught.value.exchange.bytes_read >= 5000
+
+
+# -- hostile redirects and labels ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]"])
+async def test_redirect_to_an_ip_literal_inside_bogons_is_a_blockpage_never_followed(
+    servers: Servers, host: str
+) -> None:
+    before = servers.connections[0]
+    target = servers.url(f"/redirect?to=http://{host}:{servers.http}/ok")
+    result = await webservers.probe(
+        {"kind": "http", "target": target}, bogons=("127.0.0.0/8", "10.0.0.0/8")
+    )
+    assert result.verdict is Verdict.HTTP_BLOCKPAGE, result.detail
+    assert "bogons" in result.detail
+    assert servers.connections[0] - before == 1  # the redirect itself, nothing after it
+
+
+async def test_userinfo_in_a_location_is_stripped_never_sent_as_authorization(
+    servers: Servers,
+) -> None:
+    target = servers.url(f"/redirect?to=http://user:secret@127.0.0.1:{servers.http}/no-auth")
+    result = await probe(target)
+    assert result.verdict is Verdict.OK, result.detail
+    assert result.final_url == servers.url("/no-auth")
+
+
+@pytest.mark.parametrize("charset", ["undefined", "idna", "punycode", "no-such-charset"])
+async def test_a_made_up_charset_still_gets_its_blockpage_matched(
+    servers: Servers, charset: str
+) -> None:
+    result = await probe(servers.url(f"/charset?name={charset}"))
+    assert result.verdict is Verdict.HTTP_BLOCKPAGE, result.detail

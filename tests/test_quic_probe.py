@@ -161,3 +161,22 @@ async def test_concurrent_handshakes() -> None:
     finally:
         server.close()
     assert {r.verdict for r in results} == {Verdict.OK}, [r.detail for r in results]
+
+
+def test_aioquic_tells_of_a_close_at_once_through_the_one_accessor() -> None:
+    # The accessor reads aioquic's private state; on an aioquic where it no longer can, this
+    # fails instead of every refused QUIC check turning into a timeout.
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    from exporter.probes._quicpeek import early_close
+
+    connection = QuicConnection(
+        configuration=QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=NAME)
+    )
+    connection.connect(("127.0.0.1", 443), now=0.0)
+    assert early_close(connection) is None
+    connection.close(error_code=0x101, reason_phrase="bye")
+    closed = early_close(connection)
+    assert closed is not None
+    assert (closed.error_code, closed.reason_phrase) == (0x101, "bye")

@@ -19,7 +19,7 @@ from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
 from lab.proxy import Proxy
-from tests.support import certs
+from tests.support import certs, webservers
 
 NAME = "transfer.test"
 KIB = 1024
@@ -245,3 +245,14 @@ services:
         server.close()
     assert result.verdict is Verdict.OK, result.detail
     assert result.bytes_received is not None and result.bytes_received >= 64 * KIB
+
+
+async def test_transfer_carries_cookies_along_its_redirects_as_http_does() -> None:
+    # The two probes share one exchange chain: a redirect that sets a cookie is followed with
+    # it (the old transfer loop dropped cookies and got the page's 403).
+    with webservers.serve(webservers.http_handler()) as port:
+        result = await webservers.probe(
+            {"kind": "transfer", "target": f"http://127.0.0.1:{port}/cookie-set"}
+        )
+    assert result.verdict is Verdict.OK, result.detail
+    assert result.final_url == f"http://127.0.0.1:{port}/cookie-check"

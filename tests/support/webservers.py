@@ -191,6 +191,9 @@ def http_handler(context: ssl.SSLContext | None = None) -> Handler:
     /chain/N                    N redirects, then 200
     /loop                       redirects to itself forever
     /cookie-set, /cookie-check  a redirect that sets a cookie, and a page that needs it
+    /no-auth                    200, or 403 when the request carries an Authorization header
+    /charset?name=C             a blockpage labelled `Content-Type: text/html; charset=C`
+    /one-byte-chunks            200 chunked, a body of 1-byte chunks as fast as they go
     /endless                    200 without length, bytes forever (until the client goes)
     /endless-head               a response head that never ends
     /huge                       200 with Content-Length 1 GiB, sent until the client goes
@@ -250,6 +253,17 @@ def _route(
     elif path == "/cookie-check":
         ok = b"cookie: probe=1" in head.lower()
         send(_response(200 if ok else 403, b"cookie\n"))
+    elif path == "/no-auth":
+        send(_response(403 if b"\r\nauthorization:" in head.lower() else 200, b"auth\n"))
+    elif path == "/charset":
+        body = f"<html>Access restricted: {BLOCKPAGE_MARKER}</html>".encode()
+        send(_response(200, body, (f"Content-Type: text/html; charset={query['name'][0]}",)))
+    elif path == "/one-byte-chunks":
+        send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        chunks = b"1\r\nx\r\n" * 10000
+        deadline = time.monotonic() + HOLD_SECONDS
+        while time.monotonic() < deadline:
+            send(chunks)
     elif path == "/endless":
         send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
         _pour(conn)
@@ -418,12 +432,13 @@ def config(
     timeout: str = "3s",
     resolvers: dict[str, str] | None = None,
     blockpages: tuple[str, ...] = (BLOCKPAGE_PATTERN,),
+    bogons: tuple[str, ...] = (),
 ) -> Config:
     """A configuration of `checks` in one service, trusting the tests' CA, with no bogons
-    (the targets are on loopback)."""
+    unless given (the targets are on loopback)."""
     document: dict[str, Any] = {
         "defaults": {"ca_file": certs.ca_pem_path(), "timeout": timeout},
-        "bogons": [],
+        "bogons": list(bogons),
         "blockpages": list(blockpages),
         "services": {"svc": {"checks": checks}},
     }
