@@ -83,32 +83,42 @@ def tcp_failure(exc: BaseException) -> Verdict:
     return Verdict.TCP_ERROR
 
 
+# Per layer, in order: the first cause in the chain of one of these types names the verdict.
+_Rules = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Verdict], ...]
+_TLS_RULES: _Rules = (
+    (errors.SniBlocked, Verdict.TLS_SNI_BLOCKED),
+    ((errors.CertificateInvalid, ssl.SSLCertVerificationError), Verdict.TLS_CERT_INVALID),
+    ((errors.TlsTimeout, TimeoutError), Verdict.TLS_TIMEOUT),
+    (_PEER_GONE, Verdict.TLS_RESET),
+)
+_HTTP_RULES: _Rules = (
+    (errors.Blockpage, Verdict.HTTP_BLOCKPAGE),
+    (errors.UnexpectedStatus, Verdict.HTTP_STATUS),
+    ((errors.HttpTimeout, TimeoutError), Verdict.HTTP_TIMEOUT),
+    (_PEER_GONE, Verdict.HTTP_RESET),
+)
+
+
+def _first_rule(
+    exc: BaseException,
+    rules: _Rules,
+    otherwise: Verdict,
+) -> Verdict:
+    for cause in causes(exc):
+        for kinds, verdict in rules:
+            if isinstance(cause, kinds):
+                return verdict
+    return otherwise
+
+
 def tls_failure(exc: BaseException) -> Verdict:
     """A failed TLS handshake (TCP already established), over TCP or inside QUIC."""
-    for cause in causes(exc):
-        if isinstance(cause, errors.SniBlocked):
-            return Verdict.TLS_SNI_BLOCKED
-        if isinstance(cause, errors.CertificateInvalid | ssl.SSLCertVerificationError):
-            return Verdict.TLS_CERT_INVALID
-        if isinstance(cause, errors.TlsTimeout | TimeoutError):
-            return Verdict.TLS_TIMEOUT
-        if isinstance(cause, _PEER_GONE):
-            return Verdict.TLS_RESET
-    return Verdict.TLS_ERROR
+    return _first_rule(exc, _TLS_RULES, Verdict.TLS_ERROR)
 
 
 def http_failure(exc: BaseException) -> Verdict:
     """A failure after the connection (and TLS, if any) was up: the response and its chain."""
-    for cause in causes(exc):
-        if isinstance(cause, errors.Blockpage):
-            return Verdict.HTTP_BLOCKPAGE
-        if isinstance(cause, errors.UnexpectedStatus):
-            return Verdict.HTTP_STATUS
-        if isinstance(cause, errors.HttpTimeout | TimeoutError):
-            return Verdict.HTTP_TIMEOUT
-        if isinstance(cause, _PEER_GONE):
-            return Verdict.HTTP_RESET
-    return Verdict.HTTP_ERROR
+    return _first_rule(exc, _HTTP_RULES, Verdict.HTTP_ERROR)
 
 
 def transfer_failure(failure: errors.TransferFailure) -> Verdict:

@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from exporter.config import Check
-from exporter.errors import Blockpage, UnexpectedStatus
+from exporter import classify
+from exporter.config import Check, HttpOptions, TransferOptions
+from exporter.errors import Blockpage, ProbeFailure, UnexpectedStatus
 from exporter.httptransport import ExchangeFailure, HttpExchange, http_request
 from exporter.probeenv import ProbeEnv
 from exporter.redirects import (
@@ -22,10 +23,44 @@ from exporter.redirects import (
     status_expected,
 )
 from exporter.result import Phases, Result
+from exporter.verdicts import Verdict
 
 # What the final response is handed to instead of reading its body for the patterns (the
-# transfer probe's download); it gets the exchange and the URL.
-FinalReader = Callable[[HttpExchange, str], Awaitable[None]]
+# transfer probe's download); it gets the exchange, the URL and the result to fill in.
+FinalReader = Callable[[HttpExchange, str, Result], Awaitable[None]]
+
+
+async def probe_chain(
+    check: Check,
+    env: ProbeEnv,
+    deadline: float,
+    *,
+    method: str,
+    body_limit: int,
+    final: FinalReader | None = None,
+) -> Result:
+    """A probe's whole run over the chain: its Result, with the verdict of the failure that
+    ended the chain, if one did (see follow_chain)."""
+    options = check.options
+    assert isinstance(options, HttpOptions | TransferOptions)
+    phases = Phases()
+    result = Result(Verdict.OK, phases=phases.durations)
+    try:
+        await follow_chain(
+            check,
+            env,
+            deadline,
+            result,
+            phases,
+            method=method,
+            follow_redirects=options.follow_redirects,
+            expect_status=options.expect_status,
+            body_limit=body_limit,
+            final=final,
+        )
+    except ProbeFailure as failure:
+        result.verdict, result.detail = classify.verdict(failure), failure.detail
+    return result
 
 
 async def follow_chain(
@@ -66,7 +101,7 @@ async def follow_chain(
                 if not redirect and final is not None:
                     if not status_expected(status, expect_status):
                         raise UnexpectedStatus(f"status {status} from {url}")
-                    await final(exchange, url)
+                    await final(exchange, url, result)
                     return
                 body = b"" if method == "HEAD" else await exchange.read(body_limit)
         except ExchangeFailure as failed:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter import classify
 from exporter.config import Check, TransferOptions
-from exporter.errors import HttpTimeout, ProbeFailure, Stalled, Throttled
-from exporter.httpchain import follow_chain
+from exporter.errors import HttpTimeout, Stalled, Throttled
+from exporter.httpchain import probe_chain
 from exporter.httptransport import HttpExchange
 from exporter.probeenv import ProbeEnv
-from exporter.result import Phases, Result
-from exporter.verdicts import Verdict
+from exporter.result import Result
 
 # Bytes of a redirect's body read for the blockpage patterns (the download is the final
 # response's); a redirect page is small, and a larger one is not a page.
@@ -68,29 +66,14 @@ async def _read(
 async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     options = check.options
     assert isinstance(options, TransferOptions)
-    phases = Phases()
-    result = Result(Verdict.OK, phases=phases.durations)
 
-    async def download(exchange: HttpExchange, url: str) -> None:
+    async def download(exchange: HttpExchange, url: str, result: Result) -> None:
         reading, ending = await _read(exchange, options, deadline)
         _judge(result, options, reading, ending, url)
 
-    try:
-        await follow_chain(
-            check,
-            env,
-            deadline,
-            result,
-            phases,
-            method="GET",
-            follow_redirects=options.follow_redirects,
-            expect_status=options.expect_status,
-            body_limit=REDIRECT_BODY_LIMIT,
-            final=download,
-        )
-    except ProbeFailure as failure:
-        result.verdict, result.detail = classify.verdict(failure), failure.detail
-    return result
+    return await probe_chain(
+        check, env, deadline, method="GET", body_limit=REDIRECT_BODY_LIMIT, final=download
+    )
 
 
 def _judge(
