@@ -288,7 +288,9 @@ async def _doh(url: str, request: dns.message.Message, deadline: float, env: Pro
 def _doh_client(env: ProbeEnv) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         trust_env=False,  # proxy variables must not skew a probe
-        verify=env.ssl_context(True),
+        # httpcore sets ALPN on the context it is given: the http probes' context already
+        # has exactly that, while the tls probe's and DoT's must stay without.
+        verify=env.ssl_context(True, ("http/1.1",)),
         # Every run measures a new connection (CONTRACT.md).
         limits=httpx.Limits(max_keepalive_connections=0),
         follow_redirects=False,

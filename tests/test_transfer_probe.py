@@ -256,3 +256,27 @@ async def test_transfer_carries_cookies_along_its_redirects_as_http_does() -> No
         )
     assert result.verdict is Verdict.OK, result.detail
     assert result.final_url == f"http://127.0.0.1:{port}/cookie-check"
+
+
+async def test_plain_http_through_an_http_proxy_is_forwarded_by_it(
+    servers: dict[str, int],
+) -> None:
+    proxy = Proxy({NAME: "127.0.0.1"})
+    server = await asyncio.start_server(proxy.http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    # No CONNECT for http://: the request goes to the proxy in absolute form.
+    config = load_text(
+        f"""
+services:
+  media:
+    checks:
+      - {{name: media, kind: transfer, target: "http://{NAME}:{servers["http"]}/big",
+          timeout: 3s, interval: 10s, proxy: "http://127.0.0.1:{port}"}}
+"""
+    )
+    try:
+        result = await run(ProbeEnv(config))
+    finally:
+        server.close()
+    assert result.verdict is Verdict.OK, result.detail
+    assert result.address == "127.0.0.1"
