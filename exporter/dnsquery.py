@@ -291,7 +291,7 @@ def _doh_client(env: ProbeEnv) -> httpx.AsyncClient:
         # httpcore sets ALPN on the context it is given: the http probes' context already
         # has exactly that, while the tls probe's and DoT's must stay without.
         verify=env.ssl_context(True, ("http/1.1",)),
-        # Every run measures a new connection (CONTRACT.md).
+        # Every run measures a new connection (see the README).
         limits=httpx.Limits(max_keepalive_connections=0),
         follow_redirects=False,
     )

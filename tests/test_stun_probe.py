@@ -180,3 +180,14 @@ async def test_many_probes_run_concurrently_without_crosstalk() -> None:
     finally:
         server.close()
     assert {r.verdict for r in results} == {Verdict.OK}
+
+
+async def test_a_flood_of_foreign_answers_ends_the_attempt_instead_of_costing_cpu() -> None:
+    server, port = await stunserver.start(mode="flood")
+    try:
+        result = await run(env_for(f"127.0.0.1:{port}", timeout="2s"))
+    finally:
+        server.close()
+    assert result.verdict is Verdict.UDP_ERROR, result.detail
+    assert "flooded" in result.detail
+    assert result.duration < 1.0  # not held until the deadline

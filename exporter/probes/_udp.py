@@ -23,6 +23,10 @@ IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 # Below this much time left, another address cannot get a fair try.
 MIN_ADDRESS_BUDGET = 0.2
+# Datagrams one attempt takes from the target before it gives up on it: a STUN answer is
+# one, a QUIC handshake a handful; a peer that floods us would otherwise cost CPU (aioquic
+# parses every datagram) until the deadline, delaying every other check.
+MAX_DATAGRAMS = 256
 
 _T = TypeVar("_T")
 # One attempt to one address until its deadline: what it saw, or a ProbeFailure raised.

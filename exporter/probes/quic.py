@@ -20,7 +20,7 @@ from exporter.config import Check, QuicOptions
 from exporter.errors import CertificateInvalid, TlsFailure, TlsTimeout, UdpFailure, UdpTimeout
 from exporter.probeenv import ProbeEnv
 from exporter.probes._quicpeek import early_close
-from exporter.probes._udp import connected_socket, probe_addresses
+from exporter.probes._udp import MAX_DATAGRAMS, connected_socket, probe_addresses
 from exporter.result import PHASE_TLS, Result
 
 ALPN = ["h3"]
@@ -69,6 +69,10 @@ class _Handshake(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         self.received += 1
+        if self.received > MAX_DATAGRAMS:
+            target = f"{self.address[0]}:{self.address[1]}"
+            self._finish(UdpFailure(f"{target}: flooded: {self.received} datagrams, no handshake"))
+            return
         # The socket is connected, so every datagram is from the target; the address we
         # connected to is the one path aioquic knows (the kernel may spell it differently).
         self.connection.receive_datagram(data, self.address, now=self.loop.time())

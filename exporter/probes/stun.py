@@ -13,7 +13,7 @@ from exporter.classify import describe
 from exporter.config import Check
 from exporter.errors import UdpFailure, UdpTimeout
 from exporter.probeenv import ProbeEnv
-from exporter.probes._udp import connected_socket, probe_addresses
+from exporter.probes._udp import MAX_DATAGRAMS, connected_socket, probe_addresses
 from exporter.result import PHASE_FIRST_BYTE, Result
 
 MAGIC_COOKIE = 0x2112A442
@@ -130,6 +130,10 @@ class _Client(asyncio.DatagramProtocol):
             and data[8:20] != self.transaction_id
         ):
             self.ignored += 1
+            if self.ignored > MAX_DATAGRAMS:
+                self.answer.set_exception(
+                    UdpFailure(f"flooded: {self.ignored} messages for other transactions")
+                )
             return
         self.answer.set_result(data)
 

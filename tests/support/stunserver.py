@@ -29,7 +29,9 @@ MODES = (
     "truncated",  # a success response cut in the middle of an attribute
     "other-transaction",  # a success response for another transaction ID (to be ignored)
     "silent",  # nothing
+    "flood",  # FLOOD_COUNT messages for other transactions per request
 )
+FLOOD_COUNT = 2000
 
 
 def _attribute(kind: int, value: bytes) -> bytes:
@@ -72,6 +74,10 @@ class StunServer(asyncio.DatagramProtocol):
             return
         self.requests += 1
         if self.requests <= self.ignore_first:
+            return
+        if self.mode == "flood":
+            for _ in range(FLOOD_COUNT):
+                self.transport.sendto(message(BINDING_SUCCESS, os.urandom(12)), addr)
             return
         reply = self.reply(txid, addr[0], addr[1])
         if reply is not None:
