@@ -4,14 +4,18 @@ ClientHello, one that never answers it, and one that resets only a given SNI."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 
+from exporter.probeenv import ProbeEnv
+from exporter.probes import run_check
 from exporter.verdicts import Verdict
 from tests.support import certs, webservers
+from tests.support.dnsserver import DnsServer, records
 
 NAME = "tls.test"
 BLOCKED = "blocked.test"
@@ -139,3 +143,33 @@ async def test_invalid_certificate_is_not_retried_as_sni_blocking(ports: dict[st
     result = await webservers.probe(tls_check(ports["unknown_ca"], control_sni=CONTROL))
     assert result.verdict is Verdict.TLS_CERT_INVALID, result.detail
     assert CONTROL not in result.detail
+
+
+async def test_a_doh_query_does_not_change_the_tls_probes_client_hello() -> None:
+    # httpcore sets ALPN on the context it is given; DoH once got the tls probe's own, so
+    # after the first DoH query every tls check offered ALPN http/1.1 (another fingerprint).
+    offered: list[str | None] = []
+    context = certs.server_context(certs.issue(NAME))
+    context.set_alpn_protocols(["http/1.1"])
+
+    def record_alpn(sock: socket.socket) -> None:
+        sock.settimeout(webservers.HOLD_SECONDS)
+        with context.wrap_socket(sock, server_side=True) as tls:
+            offered.append(tls.selected_alpn_protocol())
+
+    with DnsServer({NAME: records("127.0.0.1")}) as dns, webservers.serve(record_alpn) as port:
+        loaded = webservers.config(
+            [
+                {"name": "doh", "kind": "dns", "target": NAME, "resolvers": ["doh"]},
+                {"name": "tls", **tls_check(port)},
+            ],
+            resolvers={"doh": dns.https_url},
+        )
+        env = ProbeEnv(loaded)
+        try:
+            doh, tls = [await run_check(check, env) for check in loaded.checks()]
+        finally:
+            await env.aclose()
+    assert doh.verdict is Verdict.OK, doh.detail
+    assert tls.verdict is Verdict.OK, tls.detail
+    assert offered == [None]
