@@ -22,15 +22,15 @@ Exception tree::
         │   │                    the cause chain (default: a protocol violation)
         │   ├── HttpTimeout      the response (or its body) was late
         │   ├── PeerClosed       reset, or closed before the response was complete
-        │   ├── TooManyEvents    a response made of so many tiny parts that it would pin the
-        │   │                    event loop (issue: a probe's CPU is bounded)
+        │   ├── TooManyEvents    a response in so many tiny parts that parsing it would pin
+        │   │                    the event loop (the bound is in exporter.httpwire)
         │   ├── RedirectRefused  a redirect that is not followed: too many, a bad target
         │   ├── Blockpage        a blockpage pattern matched, or a redirect into bogons
         │   └── UnexpectedStatus a final status outside expect_status
         ├── TransferFailure      a sustained download that fell short
         │   ├── Stalled          no byte for stall_timeout after progress
         │   └── Throttled        slower than min_rate
-        └── UdpFailure           a UDP exchange met an ICMP error or an invalid answer
+        └── UdpFailure           a UDP exchange met an ICMP error, an invalid answer or a flood
             └── UdpTimeout       no answer at all
 """
 
