@@ -23,6 +23,13 @@ DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_MIN_BYTES = 64 * 1024
 DEFAULT_STALL_TIMEOUT = 5.0
 DEFAULT_EXPECT_STATUS = ((200, 399),)
+# What an upload accepts when expect_status is not given: any status at all.
+ANY_STATUS = ((100, 599),)
+DIRECTION_DOWNLOAD = "download"
+DIRECTION_UPLOAD = "upload"
+DIRECTIONS = (DIRECTION_DOWNLOAD, DIRECTION_UPLOAD)
+# The browser ClientHello shapes a tls check can send (exporter/fingerprints/<name>.json).
+FINGERPRINTS = ("chrome", "firefox")
 MAX_REDIRECTS = 10
 SYSTEM_RESOLVER = "system"
 CONTROL_RESOLVER = "control"
@@ -110,6 +117,8 @@ class TlsOptions:
     sni: str
     control_sni: str | None
     verify: bool
+    # Browser ClientHello shapes sent besides the check's own handshake (exporter/fingerprints).
+    fingerprints: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +140,8 @@ class TransferOptions:
     follow_redirects: bool
     proxy: str | None
     verify: bool
+    # "download" reads the body; "upload" POSTs min_bytes and watches what the peer ACKs.
+    direction: str = DIRECTION_DOWNLOAD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -604,11 +615,11 @@ COMMON_KEYS = ("name", "kind", "target", "interval", "timeout")
 KIND_KEYS: dict[str, tuple[str, ...]] = {
     "dns": (*COMMON_KEYS, "resolvers", "control", "record", "expect_cidrs"),
     "tcp": (*COMMON_KEYS, *CONNECT_KEYS),
-    "tls": (*COMMON_KEYS, *CONNECT_KEYS, "sni", "control_sni", "verify"),
+    "tls": (*COMMON_KEYS, *CONNECT_KEYS, "sni", "control_sni", "verify", "fingerprints"),
     "http": (*COMMON_KEYS, *CONNECT_KEYS, "method", "expect_status", "follow_redirects",
              "max_body", "proxy", "verify"),
     "transfer": (*COMMON_KEYS, *CONNECT_KEYS, "min_bytes", "min_rate", "stall_timeout",
-                 "expect_status", "follow_redirects", "proxy", "verify"),
+                 "expect_status", "follow_redirects", "proxy", "verify", "direction"),
     "stun": (*COMMON_KEYS, *CONNECT_KEYS),
     "quic": (*COMMON_KEYS, *CONNECT_KEYS, "sni", "verify"),
 }  # fmt: skip
@@ -796,7 +807,12 @@ class _CheckBuilder:
             control_sni = self.server_name(body.get("control_sni"), "control_sni")
             if control_sni is not None and control_sni == sni:
                 self.p.error(self.at("control_sni"), f"must differ from the SNI {shown(sni)}")
-            return TlsOptions(sni=sni, control_sni=control_sni, verify=verify)
+            return TlsOptions(
+                sni=sni,
+                control_sni=control_sni,
+                verify=verify,
+                fingerprints=self.fingerprints(body.get("fingerprints")),
+            )
         if kind == "quic":
             return QuicOptions(sni=self.server_name(body.get("sni"), "sni") or host, verify=verify)
         if kind == "http":
@@ -809,16 +825,40 @@ class _CheckBuilder:
                 verify=verify,
             )
         if kind == "transfer":
+            direction = self.p.choice(
+                body.get("direction"), self.at("direction"), DIRECTIONS, DIRECTION_DOWNLOAD
+            )
+            expect_status = self.expect_status(body.get("expect_status"))
+            if direction == DIRECTION_UPLOAD and body.get("proxy") is not None:
+                # What a proxy acknowledges says nothing of what reached the target.
+                self.p.error(self.at("proxy"), "an upload measures the target's own ACKs: no proxy")
+            if direction == DIRECTION_UPLOAD and body.get("expect_status") is None:
+                # After an upload any answer proves the body got through (README).
+                expect_status = ANY_STATUS
             return TransferOptions(
                 min_bytes=self.size(body, "min_bytes", DEFAULT_MIN_BYTES),
                 min_rate=self.rate(body.get("min_rate")),
                 stall_timeout=self.stall_timeout(body, inherited),
-                expect_status=self.expect_status(body.get("expect_status")),
+                expect_status=expect_status,
                 follow_redirects=self.follow_redirects(body),
                 proxy=self.proxy(body.get("proxy")),
                 verify=verify,
+                direction=direction,
             )
         return None
+
+    def fingerprints(self, value: Any) -> tuple[str, ...]:
+        path = self.at("fingerprints")
+        out: list[str] = []
+        for item, item_path in self.p.listing(value, path):
+            if item not in FINGERPRINTS:
+                self.p.error(
+                    item_path,
+                    f"unknown fingerprint {shown(item)}: expected one of {', '.join(FINGERPRINTS)}",
+                )
+            elif item not in out:
+                out.append(item)
+        return tuple(out)
 
     def follow_redirects(self, body: dict[str, Any]) -> bool:
         return self.p.boolean(body.get("follow_redirects"), self.at("follow_redirects"), True)

@@ -342,6 +342,10 @@ class HttpExchange:
         await stream.start_tls(context, host, self.deadline, self.phases)
         self.cert_expiry = stream.cert_expiry()
 
+    def socket(self) -> Any:
+        """The socket under this exchange's connection (for TCP_INFO), if it is open."""
+        return None if self._stream is None else self._stream.get_extra_info("socket")
+
     def request_started(self) -> None:
         """The connection is ready and the request goes out now."""
         self.stage = STAGE_FIRST_BYTE

@@ -209,6 +209,20 @@ class Stream(asyncio.Protocol):
         """Start watching for the next first byte (call before sending a request)."""
         self.first_data = None
 
+    def pending_error(self) -> BaseException | None:
+        """The error that ended the connection, if one did, for a writer that reads nothing
+        (an upload) and would otherwise never hear of it; taken, as a read would take it."""
+        return self._take_error() if self._error is not None else None
+
+    @property
+    def ended(self) -> bool:
+        """The peer has finished sending (or the connection is gone)."""
+        return self._eof
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
     def get_extra_info(self, name: str) -> Any:
         return None if self._transport is None else self._transport.get_extra_info(name)
 

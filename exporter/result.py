@@ -47,6 +47,13 @@ class Result:
     cert_expiry: float | None = None  # leaf notAfter, unix seconds
     bytes_received: int | None = None
     rate: float | None = None  # bytes per second
+    bytes_sent: int | None = None  # upload: body bytes the peer acknowledged
+    # TCP segments sent and received by a transfer's connection at its end (TCP_INFO): a
+    # cut-off after a fixed number of packets shows here, one after a fixed size in bytes.
+    segments_sent: int | None = None
+    segments_received: int | None = None
+    # tls `fingerprints`: browser shape -> whether it got a ServerHello in this run.
+    fingerprints: dict[str, bool] = dataclasses.field(default_factory=dict)
     rtt: float | None = None  # UDP round trip
     started: float = dataclasses.field(default_factory=time.time)
     finished: float = 0.0

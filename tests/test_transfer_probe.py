@@ -280,3 +280,13 @@ services:
         server.close()
     assert result.verdict is Verdict.OK, result.detail
     assert result.address == "127.0.0.1"
+
+
+async def test_download_evidence_counts_tcp_segments_each_way(servers: dict[str, int]) -> None:
+    url = f"http://{NAME}:{servers['http']}/freeze?after=20000"
+    result = await run(env_for(url, timeout="3s", options=", stall_timeout: 300ms"))
+    assert result.verdict is Verdict.STALLED, result.detail
+    # SYN, ACK, the request and at least one ACK out; SYN-ACK and the data in.
+    assert result.segments_sent is not None and result.segments_sent >= 3
+    assert result.segments_received is not None and result.segments_received >= 2
+    assert "segments_sent" in result.to_dict()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.config import Check, TransferOptions
+from exporter import tcpinfo
+from exporter.config import DIRECTION_UPLOAD, Check, TransferOptions
 from exporter.errors import HttpTimeout, Stalled, Throttled
 from exporter.httpchain import probe_chain
 from exporter.httptransport import HttpExchange
 from exporter.probeenv import ProbeEnv
+from exporter.probes import upload
 from exporter.result import Result
 
 # Bytes of a redirect's body read for the blockpage patterns (the download is the final
@@ -27,6 +29,7 @@ class _Reading:
         self.sent_at = sent_at
         self.last_at = sent_at
         self.bytes = 0
+        self.tcp: tcpinfo.TcpInfo | None = None
 
     @property
     def rate(self) -> float:
@@ -59,6 +62,8 @@ async def _read(
                 reading.bytes += len(chunk)
                 reading.last_at = loop.time()
     finally:
+        # Before the connection goes with the body: the kernel's counts of this connection.
+        reading.tcp = tcpinfo.read(exchange.socket())
         await chunks.aclose()
     return reading, "done"
 
@@ -66,6 +71,8 @@ async def _read(
 async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     options = check.options
     assert isinstance(options, TransferOptions)
+    if options.direction == DIRECTION_UPLOAD:
+        return await upload.probe(check, env, deadline)
 
     async def download(exchange: HttpExchange, url: str, result: Result) -> None:
         reading, ending = await _read(exchange, options, deadline)
@@ -82,6 +89,11 @@ def _judge(
     """Record what the download measured; raise the failure it amounts to, if any."""
     result.bytes_received = reading.bytes
     result.rate = reading.rate
+    if reading.tcp is not None:
+        # Segments each way tell a cut after N packets from one after N bytes (through a
+        # proxy: those of the connection to the proxy).
+        result.segments_sent = reading.tcp.segments_out
+        result.segments_received = reading.tcp.segments_in
     seconds = reading.last_at - reading.sent_at
     measured = f"{reading.bytes} bytes in {seconds:.2f}s ({reading.rate * 8 / 1000:.0f} kbit/s)"
     min_rate = options.min_rate
