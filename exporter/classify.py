@@ -86,6 +86,7 @@ def tcp_failure(exc: BaseException) -> Verdict:
 # Per layer, in order: the first cause in the chain of one of these types names the verdict.
 _Rules = tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Verdict], ...]
 _TLS_RULES: _Rules = (
+    (errors.FingerprintBlocked, Verdict.TLS_FINGERPRINT_BLOCKED),
     (errors.SniBlocked, Verdict.TLS_SNI_BLOCKED),
     ((errors.CertificateInvalid, ssl.SSLCertVerificationError), Verdict.TLS_CERT_INVALID),
     ((errors.TlsTimeout, TimeoutError), Verdict.TLS_TIMEOUT),
@@ -114,6 +115,23 @@ def _first_rule(
 def tls_failure(exc: BaseException) -> Verdict:
     """A failed TLS handshake (TCP already established), over TCP or inside QUIC."""
     return _first_rule(exc, _TLS_RULES, Verdict.TLS_ERROR)
+
+
+# What a censor judging ClientHellos does to the shape it dislikes; a certificate that does
+# not verify came after the hello got through, so it stays what it is.
+_FINGERPRINT_SYMPTOMS = frozenset({Verdict.TLS_RESET, Verdict.TLS_TIMEOUT, Verdict.TLS_ERROR})
+
+
+def fingerprint_blocked(own: errors.ProbeFailure | None, shapes: dict[str, bool]) -> bool:
+    """Whether a tls check with browser shapes (name -> got a ServerHello) is
+    tls_fingerprint_blocked: one hello passed (the check's own counts, `own` None) and a
+    listed shape failed, to the same address with the same SNI."""
+    if not shapes or all(shapes.values()):
+        return False
+    if own is None:
+        return True
+    own_symptom = isinstance(own, errors.TlsFailure) and tls_failure(own) in _FINGERPRINT_SYMPTOMS
+    return own_symptom and any(shapes.values())
 
 
 def http_failure(exc: BaseException) -> Verdict:

@@ -17,7 +17,8 @@ Exception tree::
         │   ├── TlsTimeout       the handshake got no (further) answer in time
         │   ├── TlsClosed        the peer closed or reset the connection in the handshake
         │   ├── CertificateInvalid   the handshake completed, the certificate did not verify
-        │   └── SniBlocked       only the real name fails; a control name completes
+        │   ├── SniBlocked       only the real name fails; a control name completes
+        │   └── FingerprintBlocked   a listed browser ClientHello fails where another passes
         ├── HttpFailure          after the handshake, before the response ended; why is in
         │   │                    the cause chain (default: a protocol violation)
         │   ├── HttpTimeout      the response (or its body) was late
@@ -141,6 +142,10 @@ class CertificateInvalid(TlsFailure):
 
 
 class SniBlocked(TlsFailure):
+    pass
+
+
+class FingerprintBlocked(TlsFailure):
     pass
 
 

@@ -228,6 +228,7 @@ class ReachabilityCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         snap = self.store.snapshot()
         yield from _check_families(snap)
+        yield from _fingerprint_families(snap)
         yield from _service_families(snap)
         yield from _exporter_families(snap)
 
@@ -321,12 +322,30 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
         if check.kind in ("http", "transfer"):
             status_code.add_metric(labels, float(result.status_code or 0))
         if check.kind == "transfer":
-            transfer_bytes.add_metric(labels, float(result.bytes_received or 0))
+            # An upload's bytes are those the peer acknowledged.
+            moved = result.bytes_received if result.bytes_sent is None else result.bytes_sent
+            transfer_bytes.add_metric(labels, float(moved or 0))
             transfer_rate.add_metric(labels, float(result.rate or 0.0))
     yield from (success, verdict, duration, phase, latency, runs, failures, last_run)
     yield from (last_change, last_success, failing_runs, interval, info, dns_answers)
     yield from (dns_verdict, cert_expiry)
     yield from (status_code, transfer_bytes, transfer_rate)
+
+
+def _fingerprint_families(snap: Snapshot) -> Iterator[Metric]:
+    """tls `fingerprints`: one series per listed browser shape, from the last run."""
+    family = _gauge(
+        "tls_fingerprint_success",
+        "1 when the browser-shaped ClientHello got a ServerHello in the last run, else 0.",
+        [*CHECK_LABELS, "fingerprint"],
+    )
+    for state in snap.states.values():
+        result, check = state.result, state.check
+        if result is None:
+            continue
+        for shape, ok in result.fingerprints.items():
+            family.add_metric([check.service, check.name, check.kind, shape], 1.0 if ok else 0.0)
+    yield family
 
 
 def _service_families(snap: Snapshot) -> Iterator[Metric]:

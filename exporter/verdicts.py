@@ -23,6 +23,7 @@ class Verdict(enum.StrEnum):
     TLS_TIMEOUT = "tls_timeout"
     TLS_SNI_BLOCKED = "tls_sni_blocked"
     TLS_CERT_INVALID = "tls_cert_invalid"
+    TLS_FINGERPRINT_BLOCKED = "tls_fingerprint_blocked"
     TLS_ERROR = "tls_error"
     HTTP_BLOCKPAGE = "http_blockpage"
     HTTP_STATUS = "http_status"
@@ -58,6 +59,7 @@ DECIDED_BY: dict[Verdict, tuple[str, ...]] = {
     Verdict.TLS_TIMEOUT: ("exporter.classify.tls_failure",),
     Verdict.TLS_SNI_BLOCKED: ("exporter.classify.tls_failure",),
     Verdict.TLS_CERT_INVALID: ("exporter.classify.tls_failure",),
+    Verdict.TLS_FINGERPRINT_BLOCKED: ("exporter.classify.tls_failure",),
     Verdict.TLS_ERROR: ("exporter.classify.tls_failure",),
     Verdict.HTTP_BLOCKPAGE: ("exporter.classify.http_failure",),
     Verdict.HTTP_STATUS: ("exporter.classify.http_failure",),

@@ -1,7 +1,9 @@
 """The tls prober: TCP, then a TLS handshake with the configured SNI, verified against the
 system roots plus `ca_file`. With `control_sni`, a handshake that fails at the transport
 (reset, stall, protocol error) is retried to the same address with the control name: when
-only the real name fails, the verdict is tls_sni_blocked."""
+only the real name fails, the verdict is tls_sni_blocked. With `fingerprints`, browser-shaped
+ClientHellos go to the same address with the same SNI alongside: when one hello gets a
+ServerHello and a listed shape does not, the verdict is tls_fingerprint_blocked."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import asyncio
 
 from exporter import classify
 from exporter.config import Check, TlsOptions
-from exporter.errors import CertificateInvalid, ProbeFailure, SniBlocked
+from exporter.errors import CertificateInvalid, FingerprintBlocked, ProbeFailure, SniBlocked
+from exporter.fingerprints.attempt import ShapeOutcome, try_shapes
 from exporter.netconnect import open_tcp, tls_handshake
 from exporter.probeenv import ProbeEnv
 from exporter.probes.tcp import connect
@@ -29,6 +32,8 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     result = Result(Verdict.OK, phases=phases.durations)
     connection = await connect(check, env, deadline, phases, result)
     if connection is None:
+        # No browser shape can get through where TCP did not: each reads as failed.
+        result.fingerprints = dict.fromkeys(options.fingerprints, False)
         return result
     handshake_deadline = deadline
     if options.control_sni:
@@ -37,18 +42,44 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
         now = loop.time()
         handshake_deadline = now + min(check.timeout / 2, (deadline - now) / 2)
     context = env.ssl_context(options.verify)
+    # Browser-shaped hellos go out at once, beside our own, to the address that answered.
+    shapes = asyncio.ensure_future(
+        try_shapes(options.fingerprints, connection.address, check.port, options.sni,
+                   handshake_deadline)
+    )  # fmt: skip
+    own: ProbeFailure | None = None
     try:
-        stream = await tls_handshake(
-            connection.sock, context, options.sni, handshake_deadline, phases
-        )
-    except ProbeFailure as failure:
-        result.verdict, result.detail = classify.verdict(failure), failure.detail
-        if options.control_sni and not isinstance(failure, _NOT_RETRIED):
-            await _control_retry(check, env, deadline, options, result)
+        try:
+            stream = await tls_handshake(
+                connection.sock, context, options.sni, handshake_deadline, phases
+            )
+        except ProbeFailure as failure:
+            own = failure
+            result.verdict, result.detail = classify.verdict(failure), failure.detail
+        else:
+            result.cert_expiry = stream.cert_expiry()
+            stream.close()
+        outcomes = await shapes
+    finally:
+        shapes.cancel()
+    if _judge_shapes(result, own, outcomes):
         return result
-    result.cert_expiry = stream.cert_expiry()
-    stream.close()
+    if own is not None and options.control_sni and not isinstance(own, _NOT_RETRIED):
+        await _control_retry(check, env, deadline, options, result)
     return result
+
+
+def _judge_shapes(result: Result, own: ProbeFailure | None, outcomes: list[ShapeOutcome]) -> bool:
+    """Record the browser shapes' outcomes; True when they decide the verdict."""
+    if not outcomes:
+        return False
+    result.fingerprints = {outcome.shape: outcome.ok for outcome in outcomes}
+    if not classify.fingerprint_blocked(own, result.fingerprints):
+        return False
+    mine = "own ClientHello: " + (own.detail if own is not None else "handshake completed")
+    blocked = FingerprintBlocked("; ".join([mine, *(outcome.detail for outcome in outcomes)]))
+    result.verdict, result.detail = classify.verdict(blocked), blocked.detail
+    return True
 
 
 async def _control_retry(
