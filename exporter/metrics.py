@@ -22,7 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.config import Check, Config, Service
+from exporter.config import Check, Config, Service, TransferOptions
 from exporter.result import (
     PHASE_CONNECT,
     PHASE_FIRST_BYTE,
@@ -229,6 +229,7 @@ class ReachabilityCollector(Collector):
         snap = self.store.snapshot()
         yield from _check_families(snap)
         yield from _fingerprint_families(snap)
+        yield from _transfer_direction_families(snap)
         yield from _service_families(snap)
         yield from _exporter_families(snap)
 
@@ -345,6 +346,21 @@ def _fingerprint_families(snap: Snapshot) -> Iterator[Metric]:
             continue
         for shape, ok in result.fingerprints.items():
             family.add_metric([check.service, check.name, check.kind, shape], 1.0 if ok else 0.0)
+    yield family
+
+
+def _transfer_direction_families(snap: Snapshot) -> Iterator[Metric]:
+    """Which way each transfer check moves its bytes, so that alerts can tell a frozen
+    upload from a frozen download."""
+    family = _gauge(
+        "transfer_direction_info",
+        "The direction of a transfer check (value 1).",
+        [*CHECK_LABELS, "direction"],
+    )
+    for state in snap.states.values():
+        check, options = state.check, state.check.options
+        if state.result is not None and isinstance(options, TransferOptions):
+            family.add_metric([check.service, check.name, check.kind, options.direction], 1.0)
     yield family
 
 

@@ -17,12 +17,15 @@ CHECKS = (
     "messenger/web",
     "messenger/plain",
     "messenger/media",
+    "messenger/upload",
     "messenger/calls",
     "messenger/quic",
     "vpn/web",
     "vpn/media",
     "neutral/web",
     "domestic/web",
+    "telegram/dc",
+    "telegram/dc-post",
 )
 # Every resolver of the dns check, as "service/check/resolver".
 RESOLVERS = ("messenger/dns/system", "messenger/dns/control")
@@ -53,13 +56,22 @@ services:
     checks:
       - {{name: dns, kind: dns, target: chat.messenger.lab, resolvers: [system, control]}}
       - {{name: chat, kind: tcp, target: "chat.messenger.lab:443"}}
-      - {{name: tls, kind: tls, target: "chat.messenger.lab:443", control_sni: www.neutral.lab}}
+      - {{name: tls, kind: tls, target: "chat.messenger.lab:443", control_sni: www.neutral.lab,
+          fingerprints: [chrome, firefox]}}
       - {{name: web, kind: http, target: "https://chat.messenger.lab/"}}
       - {{name: plain, kind: http, target: "http://chat.messenger.lab/"}}
       - name: media
         kind: transfer
         target: https://media.messenger.lab/big
         min_bytes: {min_bytes}
+        min_rate: {min_rate}
+      # To the messenger itself (not the CDN that freeze-16k and throttle hit), under a name
+      # the SNI filters do not match: only the upload scenarios may touch it.
+      - name: upload
+        kind: transfer
+        direction: upload
+        target: https://www.messenger.lab/upload
+        min_bytes: {upload_bytes}
         min_rate: {min_rate}
       - {{name: calls, kind: stun, target: "chat.messenger.lab:{stun_port}"}}
       - {{name: quic, kind: quic, target: "chat.messenger.lab:443"}}
@@ -86,6 +98,13 @@ services:
     scope: domestic
     checks:
       - {{name: web, kind: http, target: "https://www.domestic.lab/"}}
+  telegram:
+    description: A messenger data centre reached by IP (Telegram's DCs)
+    checks:
+      - {{name: dc, kind: tcp, target: "{dc}:443"}}
+      # An application answer: a transparent proxy completes the handshake above itself.
+      - {{name: dc-post, kind: http, method: POST, target: "http://{dc}:443/",
+          expect_status: [100-599]}}
 """
 
 
@@ -106,11 +125,15 @@ def render(
         # 256 KiB is 2 s at 1 Mbit/s: far more than the freeze lets through, and a throttled
         # transfer cannot finish it inside the timeout.
         min_bytes="256KiB",
+        # 128 KiB: eight times what the byte cut-offs let through and past what the packet
+        # cut-offs do, while the server's ACKs for it stay well under freeze-16k's 16 KB.
+        upload_bytes="128KiB",
         min_rate="1Mbit",
         stun_port=net.PORT_STUN,
         proxy=net.PROXY,
         socks_port=net.PORT_PROXY_SOCKS,
         http_proxy_port=net.PORT_PROXY_HTTP,
+        dc=net.DC,
     )
 
 

@@ -34,12 +34,15 @@ MEDIA = f"{FOREIGN_NET}.11"  # its media CDN: the big file (what freezes and thr
 NEUTRAL = f"{FOREIGN_NET}.20"  # a neutral foreign site: the foreign control
 CONTROL_DNS = f"{FOREIGN_NET}.53"  # an honest public resolver with DoH and DoT (like 1.1.1.1)
 PROXY = f"{FOREIGN_NET}.80"  # a SOCKS5 and HTTP CONNECT proxy (like a VPN exit)
+# A messenger data centre reached by IP, as Telegram's are: plain HTTP on 80 and 443 that
+# answers a POST (what OONI's telegram test asks of each DC).
+DC = f"{FOREIGN_NET}.30"
 # Domestic hosts, also beyond the censor but never blocked (they are on the whitelist).
 DOMESTIC = f"{DOMESTIC_NET}.20"  # a domestic site: the domestic control
 ISP_DNS = f"{DOMESTIC_NET}.53"  # the ISP's resolver, which obeys the blocking orders
 BLOCKPAGE = f"{DOMESTIC_NET}.66"  # the ISP's blockpage server
 
-FOREIGN_HOSTS = (MESSENGER, MEDIA, NEUTRAL, CONTROL_DNS, PROXY)
+FOREIGN_HOSTS = (MESSENGER, MEDIA, NEUTRAL, CONTROL_DNS, PROXY, DC)
 DOMESTIC_HOSTS = (DOMESTIC, ISP_DNS, BLOCKPAGE)
 
 # Names, as both resolvers know them (the ISP's until a scenario says otherwise).
@@ -64,6 +67,7 @@ PORT_STUN = 3478
 PORT_BLOCKPAGE_451 = 8451  # "451 Unavailable For Legal Reasons", no blockpage marker
 PORT_BLOCKPAGE_GARBAGE = 8099  # bytes that are not HTTP
 PORT_BLOCKPAGE_PLAIN = 8080  # plain HTTP where TLS was expected
+PORT_BLOCKPAGE_SILENT = 8098  # accepts every connection, reads, never answers
 EXPORTER_PORT = 9869
 
 

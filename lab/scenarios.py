@@ -24,7 +24,22 @@ THROTTLE_QUEUE_PACKETS = 30
 
 M, MEDIA = net.MESSENGER, net.MEDIA
 MESSENGER_NAMES = ("chat.messenger.lab", "www.messenger.lab", "media.messenger.lab")
-WEB_CHECKS = ("messenger/chat", "messenger/tls", "messenger/web", "messenger/plain")
+WEB_CHECKS = (
+    "messenger/chat",
+    "messenger/tls",
+    "messenger/web",
+    "messenger/plain",
+    "messenger/upload",
+)
+TELEGRAM = ("telegram/dc", "telegram/dc-post")
+# The messenger and its CDN (10.77.1.10 and .11): what the 2025 per-connection limits hit.
+HOSTING = f"{M}/31"
+# The packets a connection may carry each way before the censor cuts it (net4people/bbs#490,
+# "about 25 packets"); the handshakes and small exchanges of the other checks stay under it.
+PACKET_LIMIT = 25
+# Chrome's ALPS extension for h2 (codepoint 17613, body "h2"): in Chrome's ClientHello only,
+# neither in Firefox's nor in OpenSSL's.
+CHROME_PATTERN = "|44cd00050003026832|"
 ALL_MESSENGER = (*WEB_CHECKS, "messenger/media", "messenger/calls", "messenger/quic")
 
 
@@ -118,6 +133,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("messenger/tls", "tls_cert_invalid"),
             ("messenger/web", "tls_cert_invalid"),
             ("messenger/media", "tls_cert_invalid"),
+            ("messenger/upload", "tls_cert_invalid"),
             ("messenger/plain", "http_blockpage"),
             # Nothing listens there for UDP: ICMP port unreachable.
             ("messenger/calls", "udp_error"),
@@ -176,7 +192,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         "tls-mitm",
         "TLS to the messenger diverted to a server with another certificate (interception)",
         nat=(f"-d {M} -p tcp --dport 443 -j DNAT --to-destination {net.BLOCKPAGE}:443",),
-        expect=(("messenger/tls", "tls_cert_invalid"), ("messenger/web", "tls_cert_invalid")),
+        expect=(
+            ("messenger/tls", "tls_cert_invalid"),
+            ("messenger/web", "tls_cert_invalid"),
+            ("messenger/upload", "tls_cert_invalid"),
+        ),
     ),
     Scenario(
         "tls-garbage",
@@ -185,7 +205,11 @@ SCENARIOS: tuple[Scenario, ...] = (
             f"-d {M} -p tcp --dport 443 -j DNAT "
             f"--to-destination {net.BLOCKPAGE}:{net.PORT_BLOCKPAGE_PLAIN}",
         ),
-        expect=(("messenger/tls", "tls_error"), ("messenger/web", "tls_error")),
+        expect=(
+            ("messenger/tls", "tls_error"),
+            ("messenger/web", "tls_error"),
+            ("messenger/upload", "tls_error"),
+        ),
     ),
     # -- HTTP ----------------------------------------------------------------------------------
     Scenario(
@@ -241,6 +265,58 @@ SCENARIOS: tuple[Scenario, ...] = (
         throttle=MEDIA,
         expect=(("messenger/media", "throttled"),),
     ),
+    # -- The 2025-2026 per-connection limits to foreign hosting ---------------------------------
+    Scenario(
+        "packets-reply",
+        f"the messenger's and its CDN's packets dropped after {PACKET_LIMIT} on a connection: "
+        "downloads freeze, and so do uploads, whose ACKs stop",
+        filter=(
+            f"-s {HOSTING} -p tcp --sport 443 -m connbytes --connbytes {PACKET_LIMIT}: "
+            "--connbytes-dir reply --connbytes-mode packets -j DROP",
+        ),
+        expect=(("messenger/media", "stalled"), ("messenger/upload", "stalled")),
+    ),
+    Scenario(
+        "packets-original",
+        f"the client's packets to the messenger and its CDN dropped after {PACKET_LIMIT} on a "
+        "connection: uploads freeze, and so do downloads, whose ACKs stop",
+        filter=(
+            f"-d {HOSTING} -p tcp --dport 443 -m connbytes --connbytes {PACKET_LIMIT}: "
+            "--connbytes-dir original --connbytes-mode packets -j DROP",
+        ),
+        expect=(("messenger/media", "stalled"), ("messenger/upload", "stalled")),
+    ),
+    Scenario(
+        "upload-16k",
+        "the client's packets to the messenger dropped once 16 KB have flowed on a connection "
+        "(the freeze, upstream)",
+        filter=(
+            f"-d {M} -p tcp --dport 443 -m connbytes --connbytes 16384: --connbytes-dir original "
+            "--connbytes-mode bytes -j DROP",
+        ),
+        expect=(("messenger/upload", "stalled"),),
+    ),
+    # -- ClientHello fingerprints and application answers -------------------------------------
+    Scenario(
+        "tls-fingerprint",
+        "a ClientHello shaped like Chrome's (its ALPS extension) answered with RST; Firefox's "
+        "and OpenSSL's pass",
+        filter=(
+            f"-d {M} -p tcp --dport 443 -m string --algo bm --hex-string {CHROME_PATTERN} "
+            "-j REJECT --reject-with tcp-reset",
+        ),
+        expect=(("messenger/tls", "tls_fingerprint_blocked"),),
+    ),
+    Scenario(
+        "dc-silent-proxy",
+        "a transparent proxy takes every TCP connection to the data centre and answers nothing: "
+        "the handshake reads ok, the POST gets no answer",
+        nat=(
+            f"-d {net.DC} -p tcp -j DNAT "
+            f"--to-destination {net.BLOCKPAGE}:{net.PORT_BLOCKPAGE_SILENT}",
+        ),
+        expect=(("telegram/dc-post", "http_timeout"),),
+    ),
     # -- UDP -----------------------------------------------------------------------------------
     Scenario(
         "udp-drop",
@@ -283,6 +359,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("vpn/web", "tcp_timeout"),
             ("vpn/media", "tcp_timeout"),
             ("neutral/web", "tcp_timeout"),
+            *_all(TELEGRAM, "tcp_timeout"),
         ),
         resolvers=(("messenger/dns/control", "dns_timeout"),),
         vantage="whitelist",
@@ -298,6 +375,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             ("vpn/media", "tcp_timeout"),
             ("neutral/web", "dns_timeout"),
             ("domestic/web", "dns_timeout"),
+            *_all(TELEGRAM, "tcp_timeout"),
         ),
         resolvers=(
             ("messenger/dns/system", "dns_timeout"),

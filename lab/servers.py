@@ -78,6 +78,8 @@ class Side:
         for host in (net.MESSENGER, net.MEDIA, net.NEUTRAL):
             await self.listen(webserver.serve_site, host, 443, tls="server")
             await self.listen(webserver.serve_site, host, 80)
+        for port in (80, 443):  # plain HTTP on both, as Telegram's DCs speak it
+            await self.listen(webserver.serve_dc, net.DC, port)
         stun, _ = await stunserver.start(net.MESSENGER, net.PORT_STUN)
         self.closers.append(stun)
         quic, _ = await quicserver.start(
@@ -104,6 +106,7 @@ class Side:
         await self.listen(webserver.serve_451, net.BLOCKPAGE, net.PORT_BLOCKPAGE_451)
         await self.listen(webserver.serve_garbage, net.BLOCKPAGE, net.PORT_BLOCKPAGE_GARBAGE)
         await self.listen(webserver.serve_plain, net.BLOCKPAGE, net.PORT_BLOCKPAGE_PLAIN)
+        await self.listen(webserver.serve_silent, net.BLOCKPAGE, net.PORT_BLOCKPAGE_SILENT)
         self.isp = dnsserver.DnsServer(honest_zone(), host=net.ISP_DNS, port=53, tls=False).start()
         self.closers.append(self.isp)
 

@@ -1,5 +1,6 @@
 """Just enough HTTP/1.1 for the lab's sites: a small page, a big file streamed without end (so
-that freezes and throttling show in a transfer), the ISP's blockpage, and what a transparent
+that freezes and throttling show in a transfer), an upload sink, a data centre answering
+POST, the ISP's blockpage, a transparent proxy that answers nothing, and what a transparent
 proxy may answer in place of a blocked site (451, garbage, plain HTTP where TLS was expected)."""
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ async def _finish(writer: asyncio.StreamWriter) -> None:
 
 
 async def serve_site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Every lab site: `/` a small page naming the host, `/big` an endless body."""
+    """Every lab site: `/` a small page naming the host, `/big` an endless body, `/upload`
+    a sink that reads a POST body and discards it."""
     try:
         head = await _read_head(reader)
         if head is None:
@@ -69,7 +71,16 @@ async def serve_site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         _, target, headers = head
         path = urllib.parse.urlsplit(target).path
         host = headers.get("host", "?").encode("latin-1", "replace")
-        if path == "/big":
+        if path == "/upload":
+            # The upload sink: read the body and throw it away, then say so.
+            length = int(headers.get("content-length", "0") or 0)
+            while length > 0:
+                piece = await asyncio.wait_for(reader.read(min(READ_LIMIT, length)), 10)
+                if not piece:
+                    return
+                length -= len(piece)
+            writer.write(_response("200 OK", b"received\n", content_type="text/plain"))
+        elif path == "/big":
             # A small send buffer bounds what a connection has in flight, and with it the
             # queue a throttled connection leaves at the censor's shaper when the client
             # gives up: well under a second at 128 kbit/s, so the next run's handshake is
@@ -90,8 +101,31 @@ async def serve_site(reader: asyncio.StreamReader, writer: asyncio.StreamWriter)
         else:
             writer.write(_response("404 Not Found", b"not found\n", content_type="text/plain"))
         await _finish(writer)
-    except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+    except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
         writer.transport.abort()
+
+
+async def serve_dc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A messenger data centre's HTTP side: any request, POST included, gets an answer (the
+    application answer that a transparent proxy in the path cannot give)."""
+    try:
+        head = await _read_head(reader)
+        if head is not None:
+            length = int(head[2].get("content-length", "0") or 0)
+            if length:
+                await asyncio.wait_for(reader.readexactly(min(length, READ_LIMIT)), 10)
+            writer.write(_response("404 Not Found", b"", content_type="text/plain"))
+        await _finish(writer)
+    except (OSError, TimeoutError, asyncio.IncompleteReadError):
+        writer.transport.abort()
+
+
+async def serve_silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A transparent proxy that completes every TCP handshake and then answers nothing."""
+    with contextlib.suppress(OSError, TimeoutError):
+        while await asyncio.wait_for(reader.read(READ_LIMIT), 60):
+            pass
+    writer.transport.abort()
 
 
 async def serve_blockpage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
