@@ -40,6 +40,7 @@ VERDICTS: dict[str, tuple[int, str, str]] = {
     "tls_sni_blocked": (32, "semi-dark-orange", "TLS: filtered by SNI"),
     "tls_cert_invalid": (33, "light-orange", "TLS: certificate invalid"),
     "tls_error": (34, "dark-orange", "TLS: error"),
+    "tls_fingerprint_blocked": (35, "super-light-orange", "TLS: ClientHello fingerprint blocked"),
     "http_blockpage": (40, "yellow", "HTTP: block page"),
     "http_status": (41, "dark-yellow", "HTTP: unexpected status"),
     "http_reset": (42, "semi-dark-yellow", "HTTP: reset"),
@@ -686,6 +687,7 @@ def service_detail() -> Json:
             unit="Bps",
             description="Goodput of the last transfer; below min_rate the verdict is throttled.",
         ),
+        *fingerprint_and_upload_panels(lay, s),
     ]
     return dashboard(
         "reachability-service",
@@ -694,6 +696,53 @@ def service_detail() -> Json:
         panels,
         service_multi=False,
     )
+
+
+def fingerprint_and_upload_panels(lay: Layout, s: str) -> list[Json]:
+    """Browser ClientHello shapes (tls `fingerprints`) and uploads (transfer `direction:
+    upload`): what the 2025-2026 censor added to the SNI filter and the download freeze."""
+    uploads = sel('direction="upload"')
+    upload = (
+        "and on(instance, job, vantage, service, check) "
+        f"reachability_transfer_direction_info{uploads}"
+    )
+    return [
+        lay.row("ClientHello fingerprints and uploads"),
+        panel(
+            lay,
+            "state-timeline",
+            "Browser ClientHellos",
+            [
+                target(
+                    f"reachability_tls_fingerprint_success{s}",
+                    "{{vantage}} {{check}} {{fingerprint}}",
+                )
+            ],
+            mappings=zero_one_mappings("no ServerHello", "ServerHello"),
+            thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+            custom={"fillOpacity": 80, "lineWidth": 0},
+            options={"showValue": "never", "mergeValues": True, "rowHeight": 0.9},
+            color={"mode": "thresholds"},
+            description="Whether each browser-shaped ClientHello got a ServerHello. Red "
+            "for one browser while the check itself is ok: the censor matches that "
+            "browser's fingerprint (verdict tls_fingerprint_blocked).",
+        ),
+        timeseries(
+            lay,
+            "Upload bytes acknowledged",
+            [target(f"reachability_transfer_bytes{s} {upload}", "{{vantage}} {{check}}")],
+            unit="bytes",
+            thresholds=[{"color": "transparent", "value": None}, {"color": "red", "value": 16384}],
+            custom={
+                "drawStyle": "line",
+                "lineWidth": 2,
+                "fillOpacity": 10,
+                "thresholdsStyle": {"mode": "dashed"},
+            },
+            description="What the server acknowledged of each upload. Flat at some 16 KB "
+            "(or some 25 packets' worth): the upload freezes at the censor (verdict stalled).",
+        ),
+    ]
 
 
 def vantage_comparison() -> Json:
