@@ -37,6 +37,11 @@ DEFAULT_SCENARIOS = (
     "throttle",
     "udp-drop",
     "whitelist",
+    "packets-reply",
+    "packets-original",
+    "upload-16k",
+    "tls-fingerprint",
+    "dc-silent-proxy",
 )
 
 

@@ -340,8 +340,14 @@ def evidence_text(service: str, check: str, kind: str, target: str, result: Resu
         lines.append(f"cert_not_after: {expiry}")
     if result.bytes_received is not None:
         lines.append(f"bytes: {result.bytes_received}")
+    if result.bytes_sent is not None:
+        lines.append(f"bytes_acknowledged: {result.bytes_sent}")
     if result.rate is not None:
         lines.append(f"rate: {result.rate:.0f} B/s")
+    if result.segments_sent is not None:
+        lines.append(f"segments: {result.segments_sent} sent, {result.segments_received} received")
+    for shape, ok in result.fingerprints.items():
+        lines.append(f"fingerprint {shape}: {'ServerHello' if ok else 'failed'}")
     if result.rtt is not None:
         lines.append(f"rtt: {result.rtt:.4f}s")
     if result.detail:

@@ -125,9 +125,10 @@ def render(
         # 256 KiB is 2 s at 1 Mbit/s: far more than the freeze lets through, and a throttled
         # transfer cannot finish it inside the timeout.
         min_bytes="256KiB",
-        # 128 KiB: eight times what the byte cut-offs let through and past what the packet
-        # cut-offs do, while the server's ACKs for it stay well under freeze-16k's 16 KB.
-        upload_bytes="128KiB",
+        # 512 KiB: a server acknowledges a burst of segments with one ACK (some 16 ACKs for
+        # 128 KiB here), so it takes this much for its ACKs to pass the 25-packet cut-off,
+        # while they stay well under freeze-16k's 16 KB (about 60 ACKs of 52 bytes).
+        upload_bytes="512KiB",
         min_rate="1Mbit",
         stun_port=net.PORT_STUN,
         proxy=net.PROXY,

@@ -5,12 +5,14 @@ ok when the rules are lifted. Needs root (network namespaces, iptables, tc)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,6 +103,19 @@ def _diff(exporter: Exporter, scenario: scenarios.Scenario) -> str:
     return f"{wrong}, vantage {snap.vantage} (expected {scenario.vantage})"
 
 
+def _evidence(exporter: Exporter, key: str) -> dict[str, Any]:
+    """The last run's evidence of one check ("service/check"), from /api/v1/status."""
+    service_name, check_name = key.split("/")
+    status = json.loads(exporter.get("/api/v1/status")[1])
+    for service in status["services"]:
+        for check in service["checks"]:
+            if service["name"] == service_name and check["name"] == check_name:
+                evidence = check["evidence"]
+                assert isinstance(evidence, dict)
+                return evidence
+    raise AssertionError(f"{key} not in /api/v1/status")
+
+
 def test_clean_network_gives_no_false_positive_in_20_rounds(exporter: Exporter) -> None:
     first = exporter.snapshot()
     assert set(first.runs) == set(CHECKS)
@@ -131,6 +146,16 @@ def test_scenario_gives_exact_verdicts_then_recovers(exporter: Exporter, name: s
             # The freeze lets about 16 KB through, TLS framing included.
             received = snap.transfer_bytes["messenger/media"]
             assert 4 * 1024 <= received <= 16 * 1024, received
+        if name == "packets-reply":
+            # Cut after a number of packets, not of bytes: the client never saw more than
+            # 25 segments from the server, whatever their size (freeze-16k cuts at 16 KB).
+            for check in ("messenger/media", "messenger/upload"):
+                evidence = _evidence(exporter, check)
+                assert evidence["segments_received"] < scenarios.PACKET_LIMIT, evidence
+            assert _evidence(exporter, "messenger/media")["bytes_received"] > 16 * 1024
+        if name == "tls-fingerprint":
+            shapes = _evidence(exporter, "messenger/tls")["fingerprints"]
+            assert shapes == {"chrome": False, "firefox": True}, shapes
         if name == "throttle":
             rate = snap.transfer_rate["messenger/media"]
             assert 0 < rate * 8 < 200_000, f"{rate * 8:.0f} bit/s through a 128 kbit/s shaper"
