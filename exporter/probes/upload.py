@@ -16,7 +16,7 @@ import urllib.parse
 
 from exporter import tcpinfo
 from exporter.config import Check, TransferOptions
-from exporter.httptransport import USER_AGENT, http_ssl_context
+from exporter.httptransport import USER_AGENT
 from exporter.netconnect import LayerFailure, Stream, open_stream, open_tcp, resolve, tls_handshake
 from exporter.probeenv import ProbeEnv
 from exporter.redirects import status_expected
@@ -111,7 +111,8 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
         connection = await open_tcp(addresses, check.port, deadline, phases)
         result.address = connection.address
         if https:
-            context = http_ssl_context(env, options.verify)
+            # The shared context (no ALPN offered: the server then speaks HTTP/1.1).
+            context = env.ssl_context(options.verify)
             stream = await tls_handshake(connection.sock, context, check.host, deadline, phases)
             result.cert_expiry = stream.cert_expiry()
         else:
@@ -151,6 +152,21 @@ async def _upload(
             upload.sock.close()
     _evidence(result, upload)
     phases.add(PHASE_TRANSFER, upload.last_progress - upload.sent_at)
+    return await _judge(check, options, upload, ending, deadline, phases, result)
+
+
+async def _judge(
+    check: Check,
+    options: TransferOptions,
+    upload: _Upload,
+    ending: str,
+    deadline: float,
+    phases: Phases,
+    result: Result,
+) -> Result:
+    """The verdict from how the push ended; after a whole body, from the answer too."""
+    loop = asyncio.get_running_loop()
+    stream, size = upload.stream, upload.size
     measured = (
         f"{upload.acked} of {size} bytes acknowledged in "
         f"{upload.last_progress - upload.sent_at:.2f}s ({upload.rate * 8 / 1000:.0f} kbit/s)"
