@@ -5,6 +5,7 @@ hellos carrying Chrome's ALPS extension, as a fingerprinting DPI box does."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
 import time
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, mlkem, x25519
 
 from exporter import classify, errors
 from exporter.config import load_text
-from exporter.fingerprints import hello
+from exporter.fingerprints import attempt, hello
 from exporter.metrics import ReachabilityCollector, ResultStore
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
@@ -170,10 +171,22 @@ def _filter(needle: bytes, backend: webservers.Handler) -> webservers.Handler:
     return handle
 
 
+def _alert(sock: socket.socket) -> None:
+    """Answer any hello with a fatal handshake_failure alert, as a server (or a censor
+    posing as one) refusing that ClientHello does."""
+    sock.settimeout(5)
+    sock.recv(16384)
+    sock.sendall(bytes.fromhex("15030300020228"))
+    sock.close()
+
+
 @pytest.fixture(scope="module")
 def ports() -> Iterator[dict[str, int]]:
     tls = webservers.tls_handler(certs.server_context(certs.issue(NAME)))
     handlers = {
+        "alert": _alert,
+        "not_tls": webservers.not_tls,
+        "silent": webservers.silent,
         "open": tls,
         "chrome_filter": _filter(CHROME_ALPS, tls),
         "reset_all": webservers.reset_on_hello,
@@ -236,3 +249,16 @@ async def test_when_every_hello_is_reset_the_check_keeps_its_own_verdict(
     result, _ = await _run(ports["reset_all"])
     assert result.verdict is Verdict.TLS_RESET, result.detail
     assert result.fingerprints == {"chrome": False, "firefox": False}
+
+
+@pytest.mark.parametrize(
+    ("server", "reason"),
+    [("alert", "alert 40 (level 2)"), ("not_tls", "not a ServerHello"), ("silent", "no answer")],
+)
+async def test_an_alert_garbage_or_silence_is_a_failed_shape(
+    ports: dict[str, int], server: str, reason: str
+) -> None:
+    loop = asyncio.get_running_loop()
+    outcome = await attempt.try_shape("chrome", "127.0.0.1", ports[server], NAME, loop.time() + 1)
+    assert not outcome.ok
+    assert reason in outcome.detail
