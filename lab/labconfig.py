@@ -1,6 +1,7 @@
-"""The exporter configuration for the lab's client: one messenger measured with every kind,
-the same messenger through the proxy beyond the censor, and a foreign and a domestic control
-for the vantage state."""
+"""The exporter configuration for the lab's client: one messenger measured with every kind
+(uploads and browser-shaped ClientHellos included), the same messenger through the proxy
+beyond the censor, a data centre reached by IP and asked for an HTTP answer, and a foreign
+and a domestic control for the vantage state."""
 
 from __future__ import annotations
 
