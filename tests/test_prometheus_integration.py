@@ -29,7 +29,8 @@ PER_SERVICE_ALERTS = {
     "ReachabilityServiceBlocked", "ReachabilityServiceBlockedOkElsewhere",
     "ReachabilityDNSRecordsRemoved", "ReachabilitySNIFiltering", "ReachabilityTransferStalled",
     "ReachabilityTransferThrottled", "ReachabilityCallsBlocked",
-    "ReachabilityCertificateExpiring",
+    "ReachabilityCertificateExpiring", "ReachabilityTLSFingerprintBlocked",
+    "ReachabilityUploadStalled",
 }  # fmt: skip
 
 # What the lab below must make pending or firing: alert -> labels of one expected alert.
@@ -42,6 +43,9 @@ EXPECTED_ALERTS: dict[str, dict[str, str]] = {
     "ReachabilityTransferStalled": {"instance": "e1", "service": "lab", "check": "media"},
     "ReachabilityTransferThrottled": {"instance": "e1", "service": "lab", "check": "video"},
     "ReachabilityCallsBlocked": {"instance": "e1", "service": "lab", "check": "calls"},
+    "ReachabilityTLSFingerprintBlocked": {"instance": "e1", "service": "lab",
+                                          "check": "tls-shapes"},
+    "ReachabilityUploadStalled": {"instance": "e1", "service": "lab", "check": "upload"},
     "ReachabilityCertificateExpiring": {"instance": "e1", "service": "lab", "check": "tls-ok"},
     "ReachabilityWhitelistMode": {"instance": "e2"},
     "ReachabilityVantageOffline": {"instance": "e3"},
@@ -98,6 +102,11 @@ def lab_services(ctx: dict[str, Any]) -> dict[str, Any]:
                  "min_bytes": "64KiB", "stall_timeout": "300ms"},
                 {"name": "video", "kind": "transfer", "target": ctx["slow"],
                  "min_bytes": "4KiB", "min_rate": "1Mbit"},
+                # Chrome's hello reset by its ALPS extension; our own and Firefox's pass.
+                {"name": "tls-shapes", "kind": "tls", "target": ctx["tls_shapes"],
+                 "sni": "ok.test", "fingerprints": ["chrome", "firefox"]},
+                {"name": "upload", "kind": "transfer", "direction": "upload",
+                 "target": ctx["upload_stall"], "min_bytes": "1MiB", "stall_timeout": "300ms"},
                 {"name": "calls", "kind": "stun", "target": ctx["udp_silent"]},
                 {"name": "quic", "kind": "quic", "target": ctx["udp_silent"]},
             ]
@@ -126,6 +135,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             "http_500": ph.StatusHTTP(500),
             "tls": ph.SNIFilteringTLS(tls_context, blocked={"lab.test"}),
             "stall": ph.StallingHTTP(),
+            "tls_shapes": ph.FingerprintFilteringTLS(
+                tls_context, needle=bytes.fromhex("44cd00050003026832")
+            ),
+            "upload_stall": ph.StallingUploadSink(),
             "slow": ph.ThrottledHTTP(),
             "udp_silent": ph.SilentUDP(),
             "dns_control": ph.DNSServer({"lab.test": "127.0.0.1"}),
@@ -138,6 +151,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         }
         ctx["stall"] = f"http://{servers['stall'].address}/large"
         ctx["slow"] = f"http://{servers['slow'].address}/large"
+        ctx["upload_stall"] = f"http://{servers['upload_stall'].address}/upload"
         ctx["tcp_closed"] = f"127.0.0.1:{ph.free_port()}"
         ctx["ca_file"] = str(ca_file)
 

@@ -10,6 +10,7 @@ import http.server
 import json
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -269,6 +270,48 @@ class SNIFilteringTLS(TCPListener):
     def handle(self, conn: socket.socket) -> None:
         with self.context.wrap_socket(conn, server_side=True) as tls:
             tls.recv(1024)  # until the client closes
+
+
+class FingerprintFilteringTLS(TCPListener):
+    """Resets a connection whose first record carries `needle` (a fingerprinting DPI box
+    matching a browser's ClientHello) and completes the handshake for any other."""
+
+    def __init__(self, context: ssl.SSLContext, needle: bytes) -> None:
+        self.context = context
+        self.needle = needle
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        hello = b""
+        for _ in range(500):  # peek until the whole first record is in
+            hello = conn.recv(16384, socket.MSG_PEEK)
+            if not hello or (len(hello) >= 5 and len(hello) >= 5 + int.from_bytes(hello[3:5])):
+                break
+            time.sleep(0.002)
+        if self.needle in hello:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return  # closing with linger 0 sends the RST
+        with self.context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1024)
+
+
+class StallingUploadSink(TCPListener):
+    """The "16 KB" cut-off upstream: reads 16 KiB of a POST, then nothing while the
+    connection stays up; its small receive buffer fills and the kernel stops acknowledging."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Inherited by every connection accepted from now on.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+
+    def handle(self, conn: socket.socket) -> None:
+        received = 0
+        while received < 16384:
+            data = conn.recv(16384 - received)
+            if not data:
+                return
+            received += len(data)
+        self.closed.wait(3)
 
 
 class SilentUDP:
