@@ -252,7 +252,7 @@ def _extension_body(
         return _u16(b"\x00" + _u16(host))
     if name == "status_request":
         return b"\x01\x00\x00\x00\x00"  # OCSP, no responder ids, no extensions
-    if name in ("supported_groups",):
+    if name == "supported_groups":
         return _u16(_u16s(_groups(extension["groups"], grease)))
     if name == "ec_point_formats":
         return _u8(bytes(extension["formats"]))
