@@ -9,8 +9,9 @@ import asyncio
 import dataclasses
 import socket
 
+from exporter.errors import ProbeFailure
 from exporter.fingerprints import hello
-from exporter.netconnect import LayerFailure, open_tcp
+from exporter.netconnect import open_tcp
 
 # A HelloRetryRequest is a ServerHello with this random (RFC 8446 4.1.3): the server took
 # the hello and wants another key share, which still proves the hello got through.
@@ -39,7 +40,7 @@ async def try_shape(
     label = f"{shape.browser} {shape.version.split()[0]} ClientHello"
     try:
         connection = await open_tcp([address], port, deadline)
-    except LayerFailure as failure:
+    except ProbeFailure as failure:
         return ShapeOutcome(shape_name, False, f"{label}: {failure.detail}")
     sock = connection.sock
     loop = asyncio.get_running_loop()

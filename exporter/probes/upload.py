@@ -14,10 +14,19 @@ import re
 import socket
 import urllib.parse
 
-from exporter import tcpinfo
+from exporter import classify, tcpinfo
 from exporter.config import Check, TransferOptions
+from exporter.errors import (
+    HttpFailure,
+    HttpTimeout,
+    PeerClosed,
+    ProbeFailure,
+    Stalled,
+    Throttled,
+    UnexpectedStatus,
+)
 from exporter.httptransport import USER_AGENT
-from exporter.netconnect import LayerFailure, Stream, open_stream, open_tcp, resolve, tls_handshake
+from exporter.netconnect import Stream, open_stream, open_tcp, resolve, tls_handshake
 from exporter.probeenv import ProbeEnv
 from exporter.redirects import status_expected
 from exporter.result import PHASE_FIRST_BYTE, PHASE_TRANSFER, Phases, Result
@@ -117,12 +126,13 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
             result.cert_expiry = stream.cert_expiry()
         else:
             stream = await open_stream(connection.sock)
-    except LayerFailure as failure:
-        return _verdict(result, failure.verdict, failure.detail)
-    try:
-        return await _upload(check, options, stream, url, deadline, phases, result)
-    finally:
-        stream.close()
+        try:
+            await _upload(check, options, stream, url, deadline, phases, result)
+        finally:
+            stream.close()
+    except ProbeFailure as failure:
+        result.verdict, result.detail = classify.verdict(failure), failure.detail
+    return result
 
 
 async def _upload(
@@ -133,7 +143,8 @@ async def _upload(
     deadline: float,
     phases: Phases,
     result: Result,
-) -> Result:
+) -> None:
+    """Push the body, then judge; raises the failure it amounts to, if any."""
     loop = asyncio.get_running_loop()
     size = options.min_bytes
     upload = _Upload(stream, size, _head(check, url, size), loop.time())
@@ -152,7 +163,7 @@ async def _upload(
             upload.sock.close()
     _evidence(result, upload)
     phases.add(PHASE_TRANSFER, upload.last_progress - upload.sent_at)
-    return await _judge(check, options, upload, ending, deadline, phases, result)
+    await _judge(check, options, upload, ending, deadline, phases, result)
 
 
 async def _judge(
@@ -163,8 +174,8 @@ async def _judge(
     deadline: float,
     phases: Phases,
     result: Result,
-) -> Result:
-    """The verdict from how the push ended; after a whole body, from the answer too."""
+) -> None:
+    """What the push amounts to; after a whole body, the answer too. Raises the failure."""
     loop = asyncio.get_running_loop()
     stream, size = upload.stream, upload.size
     measured = (
@@ -177,43 +188,40 @@ async def _judge(
     limit = f"below min_rate {min_rate * 8 / 1000:.0f} kbit/s" if min_rate is not None else ""
     target = check.target
     if ending == "stalled":
-        return _verdict(
-            result,
-            Verdict.STALLED,
+        raise Stalled(
             f"{target}: no acknowledgement for {options.stall_timeout:g}s after {measured}; "
-            f"{segments}",
+            f"{segments}"
         )
     if ending == "timeout":
         if slow:
-            detail = f"{target}: timed out at {measured}, {limit}"
-            return _verdict(result, Verdict.THROTTLED, detail)
+            raise Throttled(f"{target}: timed out at {measured}, {limit}")
         if upload.acked == 0:
-            return _verdict(
-                result, Verdict.HTTP_TIMEOUT, f"{target}: nothing acknowledged; {segments}"
-            )
-        return _verdict(result, Verdict.HTTP_TIMEOUT, f"{target}: timed out at {measured}")
+            raise HttpTimeout(f"{target}: nothing acknowledged; {segments}")
+        raise HttpTimeout(f"{target}: timed out at {measured}")
     if ending.startswith("reset"):
-        return _verdict(result, Verdict.HTTP_RESET, f"{target}: {ending} after {measured}")
+        raise PeerClosed(f"{target}: {ending} after {measured}")
     if ending == "answered early":
         # Counting an answer that came before the body as success is how browser-based
         # checkers miss the freeze (dpi-checkers#56).
-        status, _ = await _response_status(stream, deadline)
-        answer = f"answered {status}" if status is not None else "closed"
-        return _verdict(
-            result, Verdict.HTTP_RESET, f"{target}: {answer} after only {measured}; {segments}"
-        )
+        try:
+            answer = f"answered {await _response_status(stream, deadline)}"
+        except HttpFailure:
+            answer = "closed"
+        raise PeerClosed(f"{target}: {answer} after only {measured}; {segments}")
     if slow:
-        return _verdict(result, Verdict.THROTTLED, f"{target}: {measured}, {limit}")
+        raise Throttled(f"{target}: {measured}, {limit}")
     # The whole body is acknowledged: now the answer.
     answer_started = loop.time()
-    status, failure = await _response_status(stream, deadline)
-    phases.add(PHASE_FIRST_BYTE, loop.time() - answer_started)
-    if status is None:
-        return _verdict(result, failure[0], f"{target}: {measured}, then {failure[1]}")
+    try:
+        status = await _response_status(stream, deadline)
+    except HttpFailure as failure:
+        raise failure.restated(f"{target}: {measured}, then {failure.detail}") from failure
+    finally:
+        phases.add(PHASE_FIRST_BYTE, loop.time() - answer_started)
     result.status_code = status
     if not status_expected(status, options.expect_status):
-        return _verdict(result, Verdict.HTTP_STATUS, f"status {status} from {target}")
-    return _verdict(result, Verdict.OK, f"{target}: {measured}, answered {status}")
+        raise UnexpectedStatus(f"status {status} from {target}")
+    result.detail = f"{target}: {measured}, answered {status}"
 
 
 async def _push(upload: _Upload, options: TransferOptions, deadline: float) -> str:
@@ -241,26 +249,24 @@ async def _push(upload: _Upload, options: TransferOptions, deadline: float) -> s
             raise error
 
 
-async def _response_status(
-    stream: Stream, deadline: float
-) -> tuple[int | None, tuple[Verdict, str]]:
-    """The status code of the answer, or the verdict and text of what went wrong."""
+async def _response_status(stream: Stream, deadline: float) -> int:
+    """The status code of the answer; raises the HttpFailure of what went wrong."""
     head = b""
     try:
         async with asyncio.timeout_at(deadline):
             while b"\r\n" not in head and len(head) < MAX_RESPONSE_HEAD:
                 data = await stream.read(MAX_RESPONSE_HEAD)
                 if not data:
-                    return None, (Verdict.HTTP_RESET, "closed without an answer")
+                    raise PeerClosed("closed without an answer")
                 head += data
-    except TimeoutError:
-        return None, (Verdict.HTTP_TIMEOUT, "no answer in time")
+    except TimeoutError as exc:
+        raise HttpTimeout("no answer in time") from exc
     except OSError as exc:
-        return None, (Verdict.HTTP_RESET, f"{type(exc).__name__} waiting for the answer")
+        raise PeerClosed(f"{type(exc).__name__} waiting for the answer") from exc
     found = _STATUS_LINE.match(head)
     if found is None:
-        return None, (Verdict.HTTP_ERROR, f"not an HTTP answer: {head[:40]!r}")
-    return int(found[1]), (Verdict.OK, "")
+        raise HttpFailure(f"not an HTTP answer: {head[:40]!r}")
+    return int(found[1])
 
 
 def _head(check: Check, url: urllib.parse.SplitResult, size: int) -> bytes:
@@ -282,8 +288,3 @@ def _evidence(result: Result, upload: _Upload) -> None:
     if upload.info is not None:
         result.segments_sent = upload.info.segments_out
         result.segments_received = upload.info.segments_in
-
-
-def _verdict(result: Result, verdict: Verdict, detail: str) -> Result:
-    result.verdict, result.detail = verdict, detail
-    return result
