@@ -1,6 +1,6 @@
-"""Command line of CONTRACT.md: flags in the Go exporters' dotted style, logging set-up, and
-the three ways to run (serve, --config.check, --once). Exit codes: 0 success, 1 failure,
-2 usage or configuration error."""
+"""The command line (README "Command line"): flags in the Go exporters' dotted style,
+logging set-up, and the three ways to run (serve, --config.check, --once). Exit codes:
+0 success, 1 failure, 2 usage or configuration error."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -15,7 +16,7 @@ from exporter import __version__, logs, once
 from exporter import config as config_module
 from exporter.app import Exporter
 from exporter.config import Config
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, Problem
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.web import WebServer, parse_listen_address
 from exporter.webconfig import WebConfig, WebConfigError
@@ -23,23 +24,34 @@ from exporter.webconfig import load as load_web_config
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_LISTEN = ":9869"
+DEFAULT_CONFIG = "config.yaml"
+# Where deploy/install.sh puts the configuration and the systemd unit reads it: found
+# without --config.file from any directory, as /etc/prometheus/prometheus.yml is for
+# Debian's prometheus.
+INSTALLED_CONFIG = "/etc/reachability-exporter/config.yaml"
 
 log = logging.getLogger("exporter")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every flag, in one place. Defaults that depend on other flags are None here and
+    resolved in main(), so that a flag given without the mode it belongs to can be told
+    from one left alone."""
     parser = argparse.ArgumentParser(
         prog="reachability-exporter",
         description="Probe internet services on an interval, classify every failure into a "
         "verdict, and expose the results to Prometheus.",
+        # The Go exporters take no abbreviations: `--config.f` must not silently mean
+        # --config.file, nor a flag added later change what an old abbreviation meant.
+        allow_abbrev=False,
     )
     add = parser.add_argument
     add(
         "--config.file",
         dest="config_file",
-        default="config.yaml",
         metavar="FILE",
-        help="configuration file (default: %(default)s)",
+        help=f"configuration file (default: {DEFAULT_CONFIG} in the working directory, "
+        f"else {INSTALLED_CONFIG})",
     )
     add(
         "--config.check",
@@ -52,50 +64,108 @@ def build_parser() -> argparse.ArgumentParser:
         dest="listen",
         action="append",
         metavar="ADDR",
-        help=f"address to listen on; may be repeated (default: {DEFAULT_LISTEN})",
+        help=f"address to listen on, [host]:port; may be repeated (default: {DEFAULT_LISTEN}, "
+        "every address)",
     )
     add(
         "--web.config.file",
         dest="web_config",
         metavar="FILE",
-        help="exporter-toolkit web configuration: TLS and basic auth for every endpoint",
+        help="exporter-toolkit web configuration: TLS and basic auth for every endpoint "
+        "(default: none, plain HTTP without authentication)",
     )
-    add("--log.level", dest="log_level", choices=list(logs.LEVELS), default="info")
-    add("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
+    add(
+        "--log.level",
+        dest="log_level",
+        choices=list(logs.LEVELS),
+        default="info",
+        help="only log messages of this level or above: %(choices)s (default: %(default)s)",
+    )
+    add(
+        "--log.format",
+        dest="log_format",
+        choices=["logfmt", "json"],
+        default="logfmt",
+        help="log line format: %(choices)s (default: %(default)s)",
+    )
     add(
         "--probe.concurrency",
         dest="concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help="most probes running at once (default: %(default)s)",
+        help="most probes running at once, also with --once (default: %(default)s)",
     )
-    add("--once", action="store_true", help="run every check once, print, and exit")
+    add(
+        "--once",
+        action="store_true",
+        help="run every check once, print the vantage state and the verdicts, and exit: "
+        "0 when every selected check is ok, 1 when any is not, 2 on a usage or "
+        "configuration error",
+    )
     add(
         "--service",
         dest="services",
         action="append",
-        default=[],
         metavar="NAME",
-        help="with --once: only this service; may be repeated",
+        help="with --once: only this service; may be repeated (default: every service)",
     )
     add(
         "--output",
         choices=["table", "json"],
-        default="table",
-        help="with --once: output format (default: %(default)s)",
+        help="with --once: output format, %(choices)s (default: table)",
     )
     add("--version", action="version", version=f"reachability-exporter {__version__}")
     return parser  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logs.setup(args.log_level, args.log_format)
+def usage_problems(args: argparse.Namespace) -> list[str]:
+    """Flags that are each valid but make no sense together, or values argparse cannot
+    judge; each one a usage error (exit 2) rather than a flag silently ignored."""
+    problems = []
+    if not args.once:
+        for flag, value in (("--service", args.services), ("--output", args.output)):
+            if value is not None:
+                problems.append(f"{flag} only makes sense with --once")
+    if args.once and args.config_check:
+        problems.append("--once and --config.check exclude each other: choose one")
     if args.concurrency < 1:
-        print("--probe.concurrency must be at least 1", file=sys.stderr)
+        problems.append("--probe.concurrency must be at least 1")
+    for address in args.listen or []:
+        try:
+            parse_listen_address(address)
+        except ValueError as exc:
+            problems.append(f"--web.listen-address: {exc}")
+    return problems
+
+
+def locate_config(given: str | None, installed: str = INSTALLED_CONFIG) -> str:
+    """The configuration file to read: `given` as it is; else config.yaml in the working
+    directory, else the installed one. Raises ConfigError naming every place it looked."""
+    if given is not None:
+        return given
+    for candidate in (DEFAULT_CONFIG, installed):
+        if os.path.exists(candidate):
+            return candidate
+    message = (
+        f"cannot read configuration: not in the working directory "
+        f"({os.path.abspath(DEFAULT_CONFIG)}) nor at {installed}; give --config.file=FILE"
+    )
+    raise ConfigError(DEFAULT_CONFIG, [Problem(0, "", message)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problems = usage_problems(args)
+    if problems:
+        parser.print_usage(sys.stderr)
+        for problem in problems:
+            print(f"{parser.prog}: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    logs.setup(args.log_level, args.log_format)
     try:
+        args.config_file = locate_config(args.config_file)
         config = config_module.load_file(args.config_file)
     except ConfigError as exc:
         for line in exc.lines():
@@ -111,21 +181,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_once(config: Config, args: argparse.Namespace) -> int:
-    unknown = [name for name in args.services if name not in config.services]
+    services = args.services or []
+    unknown = [name for name in services if name not in config.services]
     if unknown:
         for name in unknown:
             print(f"{args.config_file}: unknown service {name!r}", file=sys.stderr)
         return EXIT_USAGE
-    rows = asyncio.run(once.run(config, args.services))
-    (once.print_json if args.output == "json" else once.print_table)(rows)
-    return EXIT_OK if all(result.ok for _, result in rows) else EXIT_FAILURE
+    report = asyncio.run(once.run(config, services, concurrency=args.concurrency))
+    (once.print_json if args.output == "json" else once.print_table)(report)
+    # The contract keeps exit codes to 0/1/2, so an offline vantage is 1 like any failure;
+    # the summary line (and "vantage" in JSON) says why.
+    return EXIT_OK if report.ok else EXIT_FAILURE
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
     listen = args.listen or [DEFAULT_LISTEN]
     try:
-        for address in listen:
-            parse_listen_address(address)
         web_config = load_web_config(args.web_config) if args.web_config else WebConfig()
     except (ValueError, WebConfigError) as exc:
         print(exc, file=sys.stderr)

@@ -101,12 +101,13 @@ async def query(
     except dns.exception.DNSException as exc:
         # Only names from the wire (a redirect's Location) get here unchecked.
         return DnsReply(Outcome.ERROR, detail=f"invalid name {name!r}: {exc}")
-    if spec.scheme == "system":
-        reply = await _system(request, deadline, env)
-    elif spec.scheme == "https":
-        reply = await _doh(spec.url, request, deadline, env)
-    else:
-        reply = await _server(spec, request, deadline, env)
+    async with env.dns_slot(spec):
+        if spec.scheme == "system":
+            reply = await _system(request, deadline, env)
+        elif spec.scheme == "https":
+            reply = await _doh(spec.url, request, deadline, env)
+        else:
+            reply = await _server(spec, request, deadline, env)
     reply.duration = loop.time() - started
     return reply
 

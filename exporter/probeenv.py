@@ -3,6 +3,8 @@ configurations and HTTP clients, built once per distinct setting instead of once
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
@@ -16,11 +18,25 @@ _T = TypeVar("_T")
 
 
 class ProbeEnv:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, dns_in_flight: int | None = None) -> None:
+        """`dns_in_flight`: at most this many queries waiting on one resolver at a time (None:
+        no bound). A home router or an ISP resolver drops what it cannot queue, and those
+        drops would read as `dns_timeout` of the checks, not of our burst."""
         self.config = config
         self._ssl_contexts: dict[tuple[bool, tuple[str, ...]], ssl.SSLContext] = {}
         self._clients: dict[Hashable, httpx.AsyncClient] = {}
         self._shared: dict[Hashable, Any] = {}
+        self._dns_in_flight = dns_in_flight
+        self._dns_slots: dict[Hashable, asyncio.Semaphore] = {}
+
+    def dns_slot(self, resolver: Hashable) -> contextlib.AbstractAsyncContextManager[object]:
+        """Held while one query to `resolver` is in flight."""
+        if self._dns_in_flight is None:
+            return contextlib.nullcontext()
+        slots = self._dns_slots.get(resolver)
+        if slots is None:
+            slots = self._dns_slots[resolver] = asyncio.Semaphore(self._dns_in_flight)
+        return slots
 
     def ssl_context(self, verify: bool, alpn: Sequence[str] = ()) -> ssl.SSLContext:
         """System roots plus `defaults.ca_file` (see exporter.trust), with `alpn` offered. One
