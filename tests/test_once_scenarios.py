@@ -133,7 +133,7 @@ def test_once_prints_the_right_verdict_for_every_scenario(
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr  # some scenarios fail, by design
-    got = {row["check"]: row["verdict"] for row in json.loads(done.stdout)}
+    got = {row["check"]: row["verdict"] for row in json.loads(done.stdout)["checks"]}
     expected = {name: verdict for name, (_, verdict) in SCENARIOS.items()}
     assert got == expected
     table = subprocess.run(
@@ -141,7 +141,9 @@ def test_once_prints_the_right_verdict_for_every_scenario(
          "--service=lab"],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    rows = {line.split()[1]: line.split()[3] for line in table.stdout.splitlines()[1:]}
+    # The vantage line, a blank line, the header ... rows, a blank line, the summary.
+    lines = table.stdout.splitlines()[3:-2]
+    rows = {line.split()[1]: line.split()[3] for line in lines}
     assert rows == expected
 
 
