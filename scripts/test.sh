@@ -1,27 +1,39 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian machine, as root: installs what the tests need
-# (the DNS, TLS, HTTP, STUN and QUIC peers are the tests' own; Prometheus, promtool,
-# Alertmanager, iptables, tc, shellcheck and systemd-analyze come from Debian), checks style
-# and types, then runs every test.
+# The whole test suite, on a fresh Debian or Ubuntu machine, as root: installs what the tests
+# need (the DNS, TLS, HTTP, STUN and QUIC peers are the tests' own; Prometheus, promtool,
+# Alertmanager, iptables, tc, shellcheck and systemd-analyze come from Debian), makes a
+# virtualenv in .venv/ with the package and its test tools, checks style and types, then runs
+# every test. Arguments go to pytest: `bash scripts/test.sh tests/test_cli.py -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(prometheus prometheus-alertmanager iptables iproute2 shellcheck systemd)
+# python3-venv: Debian and Ubuntu ship python3 without ensurepip, and refuse pip installs
+# into the system interpreter (PEP 668), so everything Python goes into .venv/.
+apt_packages=(python3-venv ca-certificates git prometheus prometheus-alertmanager iptables
+    iproute2 shellcheck systemd)
 missing=()
 for package in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
-    || missing+=("$package")
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+        || missing+=("$package")
 done
 if ((${#missing[@]})); then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    echo "test.sh: installing ${missing[*]} with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+venv=.venv
+if [[ ! -x $venv/bin/python ]]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+# The tests start `python3`, ruff and mypy by name: the venv's.
+PATH="$PWD/$venv/bin:$PATH"
+export PATH
 
 ruff check exporter tests lab benchmarks
 ruff format --check exporter tests lab benchmarks
 mypy exporter
 
-python3 -m pytest -q -p no:cacheprovider "$@"
+python -m pytest -q -p no:cacheprovider "$@"

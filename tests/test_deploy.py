@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import bcrypt
 import pytest
 import yaml
 
+from exporter import webconfig
+from tests.support import certs
+from tests.support.exporterproc import free_port
 from tests.support.prometheus_harness import REPO
 
 DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "systemd" / "reachability-exporter.service"
 INSTALL = DEPLOY / "install.sh"
+DEFAULTS = DEPLOY / "default" / "reachability-exporter"
+WEB_CONFIG_EXAMPLE = DEPLOY / "web-config.example.yml"
+LOCALHOST = "127.0.0.1:9869"
 # `systemd-analyze security --offline=yes` on Debian 12 (systemd 252): what remains is the
 # network access a prober needs (deploy/systemd/reachability-exporter.service says what).
 MAX_EXPOSURE = 1.1
@@ -65,9 +75,14 @@ def test_unit_runs_unprivileged_reloads_on_hup_and_restarts_on_failure() -> None
     assert "--config.file=%E/reachability-exporter/config.yaml" in unit["ExecStart"][0]
 
 
-def test_install_script_passes_shellcheck() -> None:
-    assert run("bash", "-n", INSTALL).returncode == 0
-    result = run(tool("shellcheck"), INSTALL)
+@pytest.mark.parametrize(
+    "script",
+    [INSTALL, REPO / "scripts" / "test.sh", REPO / "scripts" / "fresh-debian-check.sh"],
+    ids=lambda p: p.name,
+)
+def test_shell_scripts_pass_shellcheck(script: Path) -> None:
+    assert run("bash", "-n", script).returncode == 0
+    result = run(tool("shellcheck"), script)
     assert result.returncode == 0, result.stdout
 
 
@@ -90,7 +105,9 @@ def test_install_script_is_idempotent_and_keeps_the_configuration(tmp_path: Path
 
     unit = tmp_path / "etc/systemd/system/reachability-exporter.service"
     assert unit.read_text() == UNIT.read_text()
+    assert (tmp_path / "etc/default/reachability-exporter").read_text() == DEFAULTS.read_text()
     share = tmp_path / "opt/reachability-exporter/share"
+    assert (share / WEB_CONFIG_EXAMPLE.name).read_text() == WEB_CONFIG_EXAMPLE.read_text()
     assert sorted(p.name for p in (share / "dashboards").iterdir()) == sorted(
         p.name for p in (REPO / "dashboards").glob("*.json")
     )
@@ -145,3 +162,149 @@ def test_unit_proc_sandbox_keeps_the_process_metrics() -> None:
     assert result.returncode == 0, result.stderr
     assert "process_cpu_seconds" in result.stdout.split(), result.stdout
     assert "process_resident_memory_bytes" in result.stdout.split(), result.stdout
+
+
+# ---- Listening on localhost, and exposing it on purpose --------------------------------------
+
+
+def defaults_file(path: Path) -> dict[str, str]:
+    """The variables of /etc/default/reachability-exporter, as systemd and sh both read them."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key] = " ".join(shlex.split(value))
+    return values
+
+
+def test_unit_and_install_script_listen_on_localhost_by_default() -> None:
+    """A vantage point must not publish its measurements, nor offer /probe, to the world."""
+    unit = unit_settings()
+    assert f"LISTEN_ADDRESS={LOCALHOST} ARGS=" in unit["Environment"]
+    assert unit["EnvironmentFile"] == ["-/etc/default/reachability-exporter"]
+    (exec_start,) = unit["ExecStart"]
+    assert exec_start.split()[1:] == [
+        "--config.file=%E/reachability-exporter/config.yaml",
+        "--web.listen-address=${LISTEN_ADDRESS}",
+        "$ARGS",
+    ]
+    assert defaults_file(DEFAULTS) == {"LISTEN_ADDRESS": LOCALHOST, "ARGS": ""}
+
+
+@pytest.mark.parametrize("name", ["agent.yml", "prometheus.yml"])
+def test_prometheus_configs_scrape_where_the_unit_listens(name: str) -> None:
+    doc = yaml.safe_load((DEPLOY / "prometheus" / name).read_text())
+    (job,) = [j for j in doc["scrape_configs"] if j["job_name"] == "reachability"]
+    assert [t for c in job["static_configs"] for t in c["targets"]] == [LOCALHOST]
+
+
+def test_web_config_example_loads_with_tls_and_the_documented_password(tmp_path: Path) -> None:
+    """The example for exposing the exporter is a working exporter-toolkit file: with a real
+    certificate and key at its paths it loads, serves TLS and knows user prometheus."""
+    cert, key = certs.issue("localhost")
+    text = WEB_CONFIG_EXAMPLE.read_text()
+    assert "/etc/reachability-exporter/server.crt" in text
+    text = text.replace("/etc/reachability-exporter/server.crt", str(cert))
+    text = text.replace("/etc/reachability-exporter/server.key", str(key))
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    loaded = webconfig.load(str(path))
+    assert loaded.ssl_context is not None
+    assert list(loaded.users) == ["prometheus"]
+    assert bcrypt.checkpw(b"change-me", loaded.users["prometheus"])
+
+
+# ---- Where systemd is not running -------------------------------------------------------------
+
+
+def test_install_script_runs_the_exporter_in_the_foreground_on_request(tmp_path: Path) -> None:
+    """--foreground: a container or chroot without systemd still gets a running exporter,
+    with the flags of /etc/default/reachability-exporter."""
+    port = free_port()
+    staged = tmp_path / "etc/default/reachability-exporter"
+    staged.parent.mkdir(parents=True)
+    staged.write_text(DEFAULTS.read_text().replace(LOCALHOST, f"127.0.0.1:{port}"))
+    env = {"DESTDIR": str(tmp_path), "PATH": f"{Path(tool('python3')).parent}:/usr/bin:/bin"}
+    process = subprocess.Popen(
+        ["bash", str(INSTALL), "--foreground"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        body = ""
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert "reachability_exporter_build_info" in body, process.poll()
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert f"running in the foreground: metrics on http://127.0.0.1:{port}/metrics" in output
+    assert staged.read_text().count(f"127.0.0.1:{port}") == 1  # kept, never overwritten
+
+
+def test_install_script_without_systemd_says_so_and_names_the_flag(tmp_path: Path) -> None:
+    """A real install to /opt and /etc (not DESTDIR), in a private mount namespace whose /opt
+    and /etc are overlays and whose /run has no systemd: it must install, start nothing and
+    say how to run the exporter instead."""
+    if os.geteuid() != 0:
+        pytest.skip("a private mount namespace needs root (CI runs as root)")
+    setup = []
+    for top in ("etc", "opt"):
+        for name in ("upper", "work"):
+            (tmp_path / top / name).mkdir(parents=True)
+        setup.append(
+            f"mount -t overlay overlay -o lowerdir=/{top},upperdir={tmp_path}/{top}/upper,"
+            f"workdir={tmp_path}/{top}/work /{top}"
+        )
+    setup += [
+        "mount -t tmpfs tmpfs /run",
+        "rm -rf /opt/reachability-exporter /etc/reachability-exporter",
+    ]
+    script = " && ".join(setup) + ' && exec bash "$0" --no-apt'
+    env = {"PATH": f"{Path(tool('python3')).parent}:/usr/sbin:/usr/bin:/sbin:/bin"}
+    result = run(tool("unshare"), "--mount", "sh", "-c", script, INSTALL, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "systemd is not running here" in result.stdout
+    assert "--foreground" in result.stdout
+    upper = tmp_path / "opt/upper/reachability-exporter/bin/reachability-exporter"
+    assert upper.is_file()
+    assert (tmp_path / "etc/upper/reachability-exporter/config.yaml").is_file()
+
+
+# ---- The README's quick start and CI ----------------------------------------------------------
+
+
+def quick_start_commands() -> list[str]:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_quick_start_is_get_the_code_install_and_test() -> None:
+    commands = quick_start_commands()
+    assert len(commands) == 4, commands
+    assert commands[0] == "apt-get update && apt-get install -y git"
+    assert commands[1].startswith("git clone ")
+    assert commands[2] == "./deploy/install.sh"
+    assert commands[3] == "bash scripts/test.sh"
+    assert os.access(INSTALL, os.X_OK)
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    (command,) = [line.removeprefix("exec ") for line in ci if line.startswith("exec ")]
+    assert command == quick_start_commands()[3]
+
+
+def test_test_script_never_installs_into_the_system_interpreter() -> None:
+    """PEP 668: Debian and Ubuntu refuse it, so the suite runs from a virtualenv."""
+    script = (REPO / "scripts" / "test.sh").read_text()
+    assert "python3-venv" in script
+    assert "python3 -m pip" not in script
+    assert re.search(r'"\$venv/bin/python" -m pip install .*-e .\.\[test\]', script), script
