@@ -68,6 +68,18 @@ in_root apt-get install -y -qq python3 >/dev/null
 in_root sh -c '. /etc/os-release; echo "$PRETTY_NAME, $(python3 --version)"'
 if in_root python3 -c 'import ensurepip' 2>/dev/null; then echo "(venv is already there)"; fi
 
+# Not a README step: this machine's own network set-up. Where its HTTPS goes through an
+# intercepting proxy, the proxy's CA (in /usr/local/share/ca-certificates) must be trusted
+# in the chroot too, by the system store and by pip (whose own bundle does not read it).
+extra_cas=(/usr/local/share/ca-certificates/*.crt)
+if [[ -e ${extra_cas[0]} ]]; then
+    step "this machine's extra CAs into the chroot: ${extra_cas[*]##*/}"
+    in_root apt-get install -y -qq ca-certificates >/dev/null
+    cp "${extra_cas[@]}" "$root/usr/local/share/ca-certificates/"
+    in_root update-ca-certificates >/dev/null
+    printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' >"$root/etc/pip.conf"
+fi
+
 # The commands of the quick start block: the lines of the first ```sh block after
 # "## Quick start" that are not comments.
 mapfile -t commands < <(awk '
