@@ -19,7 +19,10 @@ Json = dict[str, Any]
 # Every query goes through the `datasource` variable: provisioning ignores __inputs, while
 # the variable works both when provisioned and when imported through the UI.
 DS: Json = {"type": "prometheus", "uid": "${datasource}"}
-JOB = 'job="reachability"'  # the scrape job the rules assume too
+# The scrape job and the exporter instance are chosen in the dashboard (`job` and
+# `instance` variables), never written into a query: a Prometheus may scrape the exporter
+# under any job name, or several exporters under several.
+SCOPE = ('job=~"$job"', 'instance=~"$instance"', 'vantage=~"$vantage"')
 
 # Verdict -> (code for state timelines, colour, words). The code orders verdicts by layer so
 # that a timeline's legend reads from DNS up to UDP. Keep in step with CONTRACT.md
@@ -64,8 +67,9 @@ VANTAGE_STATES: dict[str, tuple[int, str, str]] = {
 
 
 def sel(*matchers: str, service: bool = True) -> str:
-    """A label selector limited to the dashboard's variables."""
-    parts = ['vantage=~"$vantage"', *(['service=~"$service"'] if service else []), *matchers]
+    """A label selector limited to the dashboard's variables: job, instance, vantage and
+    (for check-level series) service."""
+    parts = [*SCOPE, *(['service=~"$service"'] if service else []), *matchers]
     return "{" + ", ".join(parts) + "}"
 
 
@@ -81,6 +85,10 @@ def coded(metric: str, label: str, codes: dict[str, tuple[int, str, str]], selec
 
 def verdict_code(selector: str) -> str:
     return coded("reachability_check_verdict", "verdict", VERDICTS, selector)
+
+
+def service_verdict_code(selector: str) -> str:
+    return coded("reachability_service_verdict", "verdict", VERDICTS, selector)
 
 
 def vantage_code(selector: str) -> str:
@@ -315,7 +323,7 @@ def column(name: str, **props: Any) -> Json:
 
 
 def variables(*, service_multi: bool) -> list[Json]:
-    def query_var(name: str, label: str, query: str, multi: bool) -> Json:
+    def query_var(name: str, label: str, query: str, multi: bool, all_value: bool) -> Json:
         return {
             "type": "query",
             "name": name,
@@ -328,13 +336,16 @@ def variables(*, service_multi: bool) -> list[Json]:
             "multi": multi,
             "includeAll": multi,
             # `.*` also matches a missing label: a single Prometheus has no vantage label.
-            **({"allValue": ".*"} if multi else {}),
-            "current": {},
+            # Without it "All" is the values found, so `up{job=~"$job"}` is the exporters'
+            # jobs only, never every job of the Prometheus.
+            **({"allValue": ".*"} if multi and all_value else {}),
+            "current": ALL if multi else {},
             "options": [],
             "hide": 0,
             "regex": "",
         }
 
+    build_info = "reachability_exporter_build_info"
     return [
         {
             "type": "datasource",
@@ -349,16 +360,28 @@ def variables(*, service_multi: bool) -> list[Json]:
             "regex": "",
             "options": [],
         },
+        query_var("job", "Job", f"label_values({build_info}, job)", True, False),
         query_var(
-            "vantage", "Vantage", "label_values(reachability_exporter_build_info, vantage)", True
+            "vantage", "Vantage", f'label_values({build_info}{{job=~"$job"}}, vantage)', True, True
+        ),
+        query_var(
+            "instance",
+            "Instance",
+            f'label_values({build_info}{{job=~"$job", vantage=~"$vantage"}}, instance)',
+            True,
+            False,
         ),
         query_var(
             "service",
             "Service",
-            'label_values(reachability_check_info{vantage=~"$vantage"}, service)',
+            "label_values(reachability_check_info{" + ", ".join(SCOPE) + "}, service)",
             service_multi,
+            True,
         ),
     ]
+
+
+ALL: Json = {"selected": True, "text": ["All"], "value": ["$__all"]}
 
 
 def dashboard(
@@ -422,6 +445,58 @@ def dashboard(
     }
 
 
+# Grid units (30 px) of a state timeline: its title and legend take about 3, and a row
+# stays readable down to about half a unit. The overview shows one row per service (a
+# dozen or two), each service's checks in a row of their own, so no panel is divided by
+# the number of checks of the whole configuration (61 checks in 12 units was 6 px a row).
+TIMELINE_FRAME_H = 3
+SERVICES_SHOWN = 20
+CHECKS_PER_SERVICE_SHOWN = 8
+
+
+def service_detail_link() -> Json:
+    """From a service's row to its Service detail dashboard, with the same scope and time."""
+    scope = "${job:queryparam}&${instance:queryparam}&${vantage:queryparam}"
+    return {
+        "title": "Checks of ${__field.labels.service}",
+        "url": f"/d/reachability-service/?{scope}&var-service=${{__field.labels.service}}"
+        "&${__url_time_range}",
+    }
+
+
+def service_timeline(lay: Layout, s: str) -> Json:
+    result = verdict_timeline(
+        lay,
+        "Verdict of every service",
+        service_verdict_code(s),
+        "{{vantage}} {{instance}} {{service}}",
+        w=24,
+        h=TIMELINE_FRAME_H + SERVICES_SHOWN // 2,
+        description="One row per service: the verdict of its first failing check. Click a "
+        "row for the service's checks; the rows below the table show them too.",
+    )
+    result["fieldConfig"]["defaults"]["links"] = [service_detail_link()]
+    return result
+
+
+def checks_per_service(lay: Layout, s: str) -> Json:
+    """A collapsed row repeated for every selected service, holding a timeline of that
+    service's checks, sized for a service's checks rather than the whole configuration's."""
+    row = lay.row("Checks of $service")
+    inner = verdict_timeline(
+        Layout(),
+        "Verdict of every check of $service",
+        verdict_code(s),
+        "{{vantage}} {{instance}} {{check}}",
+        w=24,
+        h=TIMELINE_FRAME_H + CHECKS_PER_SERVICE_SHOWN // 2,
+    )
+    inner["id"] = lay.next_id
+    lay.next_id += 1
+    inner["gridPos"]["y"] = row["gridPos"]["y"] + 1
+    return row | {"collapsed": True, "repeat": "service", "panels": [inner]}
+
+
 def overview() -> Json:
     s = sel()
     lay = Layout()
@@ -476,15 +551,7 @@ def overview() -> Json:
             description="Share of scrapes in the time range where every check of the "
             "service was ok.",
         ),
-        verdict_timeline(
-            lay,
-            "Verdict of every check",
-            verdict_code(s),
-            "{{vantage}} {{service}} / {{check}}",
-            w=24,
-            h=12,
-            description="Each row is one check; the colour is its verdict.",
-        ),
+        service_timeline(lay, s),
         table(
             lay,
             "Services: current verdict and since when",
@@ -540,6 +607,7 @@ def overview() -> Json:
         ),
     ]
     panels[-1]["fieldConfig"]["defaults"]["mappings"] = code_mappings(VANTAGE_STATES)
+    panels.append(checks_per_service(lay, s))
     return dashboard(
         "reachability-overview",
         "Reachability / Overview",
@@ -833,7 +901,7 @@ def vantage_comparison() -> Json:
 
 
 def exporter_health() -> Json:
-    e = sel(JOB, service=False)
+    e = sel(service=False)
     rate = "[$__rate_interval]"
     lay = Layout()
     panels = [

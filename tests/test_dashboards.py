@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +38,15 @@ def load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())  # type: ignore[no-any-return]
 
 
-def targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+def all_panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, those inside collapsed rows too."""
     for panel in dashboard["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for panel in all_panels(dashboard):
         for target in panel.get("targets", []):
             yield panel, target
 
@@ -71,30 +79,93 @@ def test_importable_through_the_ui_and_by_provisioning(path: Path) -> None:
     assert ds_input["name"] == "DS_PROMETHEUS" and ds_input["pluginId"] == "prometheus"
     assert dashboard["id"] is None  # an id from another Grafana would clash
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert list(variables) == ["datasource", "vantage", "service"]
+    assert list(variables) == ["datasource", "job", "vantage", "instance", "service"]
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
     assert variables["datasource"]["current"]["value"] == "${DS_PROMETHEUS}"
     # Provisioning ignores __inputs: nothing else may refer to DS_PROMETHEUS.
     text = json.dumps({**dashboard, "__inputs": None, "templating": None})
     assert "DS_PROMETHEUS" not in text
-    for name in ("vantage", "service"):
+    for name in ("job", "vantage", "instance", "service"):
         assert variables[name]["datasource"] == DS
         assert variables[name]["query"].startswith("label_values(")
     assert variables["vantage"]["includeAll"] and variables["vantage"]["allValue"] == ".*"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_job_and_instance_are_chosen_from_the_exporters_found(path: Path) -> None:
+    """All jobs means the jobs that have reachability series: no allValue, which would
+    turn `up{job=~"$job"}` into the up of every job of the Prometheus."""
+    variables = {v["name"]: v for v in load(path)["templating"]["list"]}
+    for name in ("job", "instance"):
+        var = variables[name]
+        assert var["query"].startswith("label_values(reachability_exporter_build_info"), name
+        assert var["query"].endswith(f", {name})"), name
+        assert var["multi"] and var["includeAll"] and "allValue" not in var, name
+        assert var["current"]["value"] == ["$__all"], name
+    assert 'job=~"$job"' in variables["instance"]["query"]
+    assert 'instance=~"$instance"' in variables["service"]["query"]
+
+
+SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^}]*)\}")
+METRIC = re.compile(r"\b(reachability_[a-z_]+|process_[a-z_]+|up|scrape_duration_seconds)\b")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_query_is_filtered_by_job_and_instance_and_nothing_is_hard_coded(
+    path: Path,
+) -> None:
+    dashboard = load(path)
+    assert 'job="' not in json.dumps(dashboard), "a hard-coded job"
+    for panel, target in targets(dashboard):
+        expr = target["expr"]
+        selectors = SELECTOR.findall(expr)
+        assert selectors, panel["title"]
+        for metric, matchers in selectors:
+            for wanted in ('job=~"$job"', 'instance=~"$instance"', 'vantage=~"$vantage"'):
+                assert wanted in matchers, f"{panel['title']}: {metric} without {wanted}"
+        # A metric name not followed by its selector would escape the filter.
+        bare = [m.group(1) for m in METRIC.finditer(expr) if expr[m.end() : m.end() + 1] != "{"]
+        assert not bare, f"{panel['title']}: {bare} unfiltered"
+
+
+def test_overview_shows_one_row_per_service_with_a_drill_down_to_its_checks() -> None:
+    """61 checks in one 12-unit timeline were 6 px a row: the overview's timeline has a row
+    per service, a link from each to the service dashboard, and each service's checks in a
+    collapsed row repeated per service."""
+    overview = load(HERE / "overview.json")
+    timelines = {p["title"]: p for p in overview["panels"] if p["type"] == "state-timeline"}
+    services = timelines["Verdict of every service"]
+    assert "reachability_service_verdict" in services["targets"][0]["expr"]
+    assert "reachability_check_verdict" not in json.dumps(list(timelines.values()))
+    # Readable rows: at least half a grid unit (15 px) per service for SERVICES_SHOWN.
+    rows_h = services["gridPos"]["h"] - GENERATE.TIMELINE_FRAME_H
+    assert rows_h / GENERATE.SERVICES_SHOWN >= 0.5
+    (link,) = services["fieldConfig"]["defaults"]["links"]
+    assert link["url"].startswith("/d/reachability-service/?")
+    for part in ("${job:queryparam}", "${instance:queryparam}", "${vantage:queryparam}",
+                 "var-service=${__field.labels.service}", "${__url_time_range}"):  # fmt: skip
+        assert part in link["url"], part
+    assert load(HERE / "service.json")["uid"] == "reachability-service"
+    (row,) = [p for p in overview["panels"] if p["type"] == "row" and p.get("repeat")]
+    assert row["repeat"] == "service" and row["collapsed"]
+    (checks,) = row["panels"]
+    assert checks["type"] == "state-timeline"
+    assert "reachability_check_verdict" in checks["targets"][0]["expr"]
+    assert checks["gridPos"]["y"] == row["gridPos"]["y"] + 1
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_every_panel_and_query_uses_the_datasource_variable(path: Path) -> None:
     dashboard = load(path)
-    for panel in dashboard["panels"]:
+    for panel in all_panels(dashboard):
         if panel["type"] != "row":
             assert panel["datasource"] == DS, panel["title"]
             assert panel["targets"], panel["title"]
     for panel, target in targets(dashboard):
         assert target["datasource"] == DS, panel["title"]
         assert target["expr"].strip(), panel["title"]
-    for panel in dashboard["panels"]:
+    for panel in all_panels(dashboard):
         refs = [t["refId"] for t in panel.get("targets", [])]
         assert len(refs) == len(set(refs)), panel["title"]
 
@@ -102,7 +173,7 @@ def test_every_panel_and_query_uses_the_datasource_variable(path: Path) -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_panels_have_unique_ids_and_do_not_overlap(path: Path) -> None:
     panels = load(path)["panels"]
-    ids = [p["id"] for p in panels]
+    ids = [p["id"] for p in all_panels(load(path))]
     assert len(ids) == len(set(ids))
     taken: set[tuple[int, int]] = set()
     for panel in panels:
@@ -168,6 +239,7 @@ def all_queries() -> list[Any]:
 @pytest.mark.parametrize("expr", all_queries())
 def test_every_query_parses(prometheus: ph.Prometheus, expr: str) -> None:
     for name, value in {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "15s",
-                        "$service": "x", "$vantage": ".*"}.items():  # fmt: skip
+                        "$service": "x", "$vantage": ".*", "$job": "x",
+                        "$instance": "x"}.items():  # fmt: skip
         expr = expr.replace(name, value)
     prometheus.query(expr)  # raises with Prometheus' parse error

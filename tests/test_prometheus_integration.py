@@ -240,6 +240,7 @@ def substitute(expr: str, *, service: str = "lab", vantage: str = ".*") -> str:
     for name, value in {
         "$__rate_interval": "1m", "$__interval": "15s", "$__range": "1h",
         "${datasource}": "", "$service": service, "$vantage": vantage,
+        "$job": ".+", "$instance": ".+",
     }.items():  # fmt: skip
         expr = expr.replace(name, value)
     assert "$" not in expr, f"an unsubstituted variable in {expr}"
@@ -249,7 +250,9 @@ def substitute(expr: str, *, service: str = "lab", vantage: str = ".*") -> str:
 def dashboard_queries() -> list[Any]:
     params = []
     for path in DASHBOARDS:
-        for panel in json.loads(path.read_text())["panels"]:
+        top = json.loads(path.read_text())["panels"]
+        # Panels inside collapsed rows too.
+        for panel in [*top, *(inner for row in top for inner in row.get("panels", []))]:
             for target in panel.get("targets", []):
                 label = f"{path.stem}: {panel['title']} [{target['refId']}]"
                 params.append(pytest.param(target["expr"], id=label))
