@@ -117,8 +117,11 @@ else
     echo "port 9869 is taken on this machine: LISTEN_ADDRESS=127.0.0.1:$port in /etc/default/reachability-exporter"
     sed -i "s/^LISTEN_ADDRESS=.*/LISTEN_ADDRESS=127.0.0.1:$port/" "$root/etc/default/reachability-exporter"
 fi
-in_root bash -c "cd /root/$checkout && exec ./deploy/install.sh --foreground" \
-    >"$root/tmp/foreground.log" 2>&1 &
+# exec all the way down (subshell, chroot, env, bash, install.sh, setpriv), so that
+# $server_pid is the exporter itself and the kill below reaches it.
+(exec chroot "$root" env -i HOME=/root TERM=dumb PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    bash -c "cd /root/$checkout && exec ./deploy/install.sh --foreground" \
+    >"$root/tmp/foreground.log" 2>&1) &
 server_pid=$!
 metrics=""
 for _ in $(seq 120); do
