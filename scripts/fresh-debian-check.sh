@@ -56,6 +56,9 @@ cleanup() {
     for point in "${mounted[@]}"; do umount -l "$point" || true; done
 }
 trap cleanup EXIT
+# The root a mount point of its own: without it `unshare --mount` in the chroot (the tests'
+# private /etc and /proc) fails with "cannot change root filesystem propagation".
+mount_in --bind "$root" "$root"
 mount_in -t proc proc "$root/proc"
 mount_in -t sysfs sysfs "$root/sys"
 mount_in --bind /dev "$root/dev"
