@@ -189,7 +189,7 @@ def _run_once(config: Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     report = asyncio.run(once.run(config, services, concurrency=args.concurrency))
     (once.print_json if args.output == "json" else once.print_table)(report)
-    # The contract keeps exit codes to 0/1/2, so an offline vantage is 1 like any failure;
+    # Exit codes are 0/1/2 everywhere (README), so an offline vantage is 1 like any failure;
     # the summary line (and "vantage" in JSON) says why.
     return EXIT_OK if report.ok else EXIT_FAILURE
 
