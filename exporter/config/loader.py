@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from exporter import yamlsource
+from exporter.config import yamlsource
 from exporter.errors import ConfigError, Problem
 from exporter.units import format_duration, parse_duration, parse_rate, parse_size, shown
 
