@@ -23,14 +23,8 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.config import Check, Config, Service, TransferOptions
-from exporter.result import (
-    PHASE_CONNECT,
-    PHASE_FIRST_BYTE,
-    PHASE_RESOLVE,
-    PHASE_TLS,
-    PHASE_TRANSFER,
-    Result,
-)
+from exporter.kinds import REGISTRY, Evidence
+from exporter.result import Result
 from exporter.vantage import vantage_state
 from exporter.verdicts import VantageState, Verdict
 
@@ -39,18 +33,6 @@ NAMESPACE = "reachability"
 # Latency of successful runs: from a nearby resolver (ms) to a slow transfer (tens of s).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
-
-# The phases each kind goes through; all are exported from the first run on, so that a run
-# that failed early reads as 0 in the later phases rather than as a missing series.
-KIND_PHASES: dict[str, tuple[str, ...]] = {
-    "dns": (PHASE_RESOLVE,),
-    "tcp": (PHASE_RESOLVE, PHASE_CONNECT),
-    "tls": (PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS),
-    "http": (PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS, PHASE_FIRST_BYTE, PHASE_TRANSFER),
-    "transfer": (PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS, PHASE_FIRST_BYTE, PHASE_TRANSFER),
-    "stun": (PHASE_RESOLVE, PHASE_FIRST_BYTE),
-    "quic": (PHASE_RESOLVE, PHASE_TLS),
-}
 
 
 class Histogram:
@@ -298,11 +280,14 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
         if result is None:
             continue
         check = state.check
+        kind = REGISTRY[check.kind]
         labels = [check.service, check.name, check.kind]
         success.add_metric(labels, 1.0 if result.ok else 0.0)
         verdict.add_metric([*labels, str(result.verdict)], 1.0)
         duration.add_metric(labels, result.duration)
-        for name in KIND_PHASES[check.kind]:
+        # Every phase of the kind, from the first run on: a run that failed early reads as
+        # 0 in the later phases rather than as a missing series.
+        for name in kind.phases:
             phase.add_metric([*labels, name], result.phases.get(name, 0.0))
         latency.add_metric(labels, state.latency.cumulative(), state.latency.total)
         runs.add_metric(labels, float(state.runs))
@@ -315,14 +300,14 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
         failing_runs.add_metric(labels, float(state.failing_runs))
         interval.add_metric(labels, check.interval)
         info.add_metric([*labels, check.target], 1.0)
-        for answer in result.resolvers:
+        for answer in result.resolvers if Evidence.DNS_ANSWERS in kind.evidence else ():
             dns_answers.add_metric([*labels, answer.resolver], float(len(answer.addresses)))
             dns_verdict.add_metric([*labels, answer.resolver, str(answer.verdict)], 1.0)
-        if result.cert_expiry is not None:
+        if result.cert_expiry is not None and Evidence.CERT_EXPIRY in kind.evidence:
             cert_expiry.add_metric(labels, result.cert_expiry)
-        if check.kind in ("http", "transfer"):
+        if Evidence.STATUS_CODE in kind.evidence:
             status_code.add_metric(labels, float(result.status_code or 0))
-        if check.kind == "transfer":
+        if Evidence.TRANSFER in kind.evidence:
             # An upload's bytes are those the peer acknowledged.
             moved = result.bytes_received if result.bytes_sent is None else result.bytes_sent
             transfer_bytes.add_metric(labels, float(moved or 0))

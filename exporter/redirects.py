@@ -12,7 +12,7 @@ import urllib.parse
 import zlib
 from collections.abc import Iterable
 
-from exporter.config import HOSTNAME_RE, MAX_REDIRECTS, IPNetwork
+from exporter.config import HOSTNAME_RE, MAX_REDIRECTS, IPNetwork, StatusRanges
 from exporter.errors import Blockpage, RedirectRefused
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -31,8 +31,10 @@ def match_blockpage(patterns: tuple[re.Pattern[str], ...], text: str) -> str | N
     return None
 
 
-def status_expected(status: int, expected: tuple[tuple[int, int], ...]) -> bool:
-    return any(low <= status <= high for low, high in expected)
+def status_expected(status: int, expected: StatusRanges | None) -> bool:
+    """Whether `status` lies in one of the ranges; with none given (an upload that does not
+    ask for a status), any status counts."""
+    return expected is None or any(low <= status <= high for low, high in expected)
 
 
 def next_url(url: str, location: str, hops: int, bogons: Iterable[IPNetwork] = ()) -> str:

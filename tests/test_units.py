@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.units import UnitError, format_duration, parse_duration, parse_rate, parse_size
+from exporter.config.values import (
+    UnitError,
+    format_duration,
+    parse_duration,
+    parse_rate,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(

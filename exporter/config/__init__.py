@@ -1,11 +1,91 @@
-"""The configuration package; `from exporter.config import X` keeps working for every name
-the single-module loader exported."""
+"""The configuration: what a loaded file is (`model`, which probes import), how it is loaded
+(`loader` walking the sections, `checks` and `kindrules` for each check as its kind in
+exporter/kinds.py says, `walker` for located problems) and its value parsers (`values`).
+Every name is re-exported here, so `from exporter.config import Check, load_file` works."""
 
 from __future__ import annotations
 
-from exporter.config.loader import *  # noqa: F403
-from exporter.config.loader import (  # noqa: F401
+from exporter.config.kindrules import COMMON_KEYS, CONNECT_KEYS
+from exporter.config.loader import load_file, load_text
+from exporter.config.model import (
+    CONTROL_RESOLVER,
+    DEFAULT_BOGONS,
+    DEFAULT_EXPECT_STATUS,
+    DEFAULT_INTERVAL,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MIN_BYTES,
+    DEFAULT_STALL_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    DIRECTIONS,
+    DOH_DEFAULT_PATH,
+    FINGERPRINTS,
+    MAX_REDIRECTS,
+    METHODS,
+    NO_CONTROL,
+    PROXY_SCHEMES,
+    RECORDS,
+    RESOLVER_SCHEMES,
+    ROLES,
+    SCOPES,
+    SYSTEM_RESOLVER,
+    Check,
+    Config,
+    DnsOptions,
+    HttpOptions,
     IPNetwork,
     Options,
-    Path,
+    QuicOptions,
+    ResolverSpec,
+    Service,
+    StatusRanges,
+    TlsOptions,
+    TransferOptions,
 )
+from exporter.config.values import HOSTNAME_RE, NAME_PATTERN, NAME_RE
+from exporter.config.walker import Path
+from exporter.errors import ConfigError, Problem
+
+__all__ = [
+    "COMMON_KEYS",
+    "CONNECT_KEYS",
+    "CONTROL_RESOLVER",
+    "DEFAULT_BOGONS",
+    "DEFAULT_EXPECT_STATUS",
+    "DEFAULT_INTERVAL",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_MIN_BYTES",
+    "DEFAULT_STALL_TIMEOUT",
+    "DEFAULT_TIMEOUT",
+    "DIRECTIONS",
+    "DOH_DEFAULT_PATH",
+    "FINGERPRINTS",
+    "HOSTNAME_RE",
+    "MAX_REDIRECTS",
+    "METHODS",
+    "NAME_PATTERN",
+    "NAME_RE",
+    "NO_CONTROL",
+    "PROXY_SCHEMES",
+    "RECORDS",
+    "RESOLVER_SCHEMES",
+    "ROLES",
+    "SCOPES",
+    "SYSTEM_RESOLVER",
+    "Check",
+    "Config",
+    "ConfigError",
+    "DnsOptions",
+    "HttpOptions",
+    "IPNetwork",
+    "Options",
+    "Path",
+    "Problem",
+    "QuicOptions",
+    "ResolverSpec",
+    "Service",
+    "StatusRanges",
+    "TlsOptions",
+    "TransferOptions",
+    "load_file",
+    "load_text",
+]

@@ -68,9 +68,6 @@ class Located:
             path = path[:-1]
         return self.positions.get((), (1, 1))
 
-    def line_of(self, path: Path) -> int:
-        return self.position_of(path)[0]
-
     def text_of(self, path: Path, value: Any) -> str | None:
         """`value` as the user wrote it: names such as `123`, `010` or `on` are strings to
         the user, not the integer or boolean YAML makes of them."""

@@ -2,24 +2,25 @@
 
     async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result
 
-where `deadline` is the event-loop time by which the probe must have returned, and a
-PROBERS entry for its kind. A probe never raises for a target failure: it returns a Result
-whose verdict names the failing layer."""
+where `deadline` is the event-loop time by which the probe must have returned, named by its
+kind's entry in the registry (exporter/kinds.py). A probe never raises for a target failure:
+it returns a Result whose verdict names the failing layer; run_check is the one safety net
+that turns anything else into `error`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterator, Mapping
 
+# The registry imports the probe modules of this package: it is read when a check runs, by
+# then it is complete whichever of the two was imported first.
+from exporter import kinds
 from exporter.classify import describe, exporter_failure
-from exporter.config import Check
+from exporter.config.model import Check
 from exporter.probeenv import ProbeEnv
-from exporter.probes import dns, http, quic, stun, tcp, tls, transfer
 from exporter.result import Result
-
-ProbeFn = Callable[[Check, ProbeEnv, float], Awaitable[Result]]
 
 # A probe that overruns its own deadline by this much is cut off and reported as `error`:
 # its timeout is a hard bound.
@@ -28,15 +29,21 @@ OVERRUN_GRACE = 0.25
 log = logging.getLogger(__name__)
 
 
-PROBERS: dict[str, ProbeFn] = {
-    "dns": dns.probe,
-    "tcp": tcp.probe,
-    "tls": tls.probe,
-    "http": http.probe,
-    "transfer": transfer.probe,
-    "stun": stun.probe,
-    "quic": quic.probe,
-}
+class _ProbersView(Mapping[str, "kinds.ProbeFn"]):
+    """Kind name -> probe, read from the registry when asked (not copied at import, when
+    the registry may still be loading these modules)."""
+
+    def __getitem__(self, kind: str) -> kinds.ProbeFn:
+        return kinds.REGISTRY[kind].probe
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(kinds.REGISTRY)
+
+    def __len__(self) -> int:
+        return len(kinds.REGISTRY)
+
+
+PROBERS: Mapping[str, kinds.ProbeFn] = _ProbersView()
 
 
 async def run_check(check: Check, env: ProbeEnv) -> Result:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from exporter import classify
-from exporter.config import Check
+from exporter.config.model import Check
 from exporter.errors import ProbeFailure, UdpFailure, UdpTimeout
 from exporter.probeenv import ProbeEnv
 from exporter.resolve import resolve_target

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.config import Check, DnsOptions
+from exporter.config.model import Check, DnsOptions
 from exporter.dnsjudge import deciding_resolver, judge_resolver
 from exporter.dnsquery import DnsReply, Outcome, query
 from exporter.probeenv import ProbeEnv

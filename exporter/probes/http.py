@@ -4,7 +4,7 @@ the earliest failing layer's."""
 
 from __future__ import annotations
 
-from exporter.config import Check, HttpOptions
+from exporter.config.model import Check, HttpOptions
 from exporter.httpchain import probe_chain
 from exporter.probeenv import ProbeEnv
 from exporter.result import Result

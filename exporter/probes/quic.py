@@ -16,7 +16,7 @@ from aioquic.quic.packet import QuicErrorCode
 
 from exporter import trust
 from exporter.classify import describe
-from exporter.config import Check, QuicOptions
+from exporter.config.model import Check, QuicOptions
 from exporter.errors import CertificateInvalid, TlsFailure, TlsTimeout, UdpFailure, UdpTimeout
 from exporter.probeenv import ProbeEnv
 from exporter.probes._quicpeek import early_close

@@ -10,7 +10,7 @@ import os
 import struct
 
 from exporter.classify import describe
-from exporter.config import Check
+from exporter.config.model import Check
 from exporter.errors import UdpFailure, UdpTimeout
 from exporter.probeenv import ProbeEnv
 from exporter.probes._udp import MAX_DATAGRAMS, connected_socket, probe_addresses

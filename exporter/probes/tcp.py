@@ -4,7 +4,7 @@ telling a dropped SYN (tcp_timeout) from a refusal (tcp_refused) and other failu
 from __future__ import annotations
 
 from exporter import classify
-from exporter.config import Check
+from exporter.config.model import Check
 from exporter.errors import ProbeFailure, TcpFailure
 from exporter.netconnect import TcpConnection, open_tcp, resolve
 from exporter.probeenv import ProbeEnv

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from exporter import classify
-from exporter.config import Check, TlsOptions
+from exporter.config.model import Check, TlsOptions
 from exporter.errors import CertificateInvalid, FingerprintBlocked, ProbeFailure, SniBlocked
 from exporter.fingerprints.attempt import ShapeOutcome, try_shapes
 from exporter.netconnect import open_tcp, tls_handshake

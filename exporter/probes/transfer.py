@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from exporter import tcpinfo
-from exporter.config import DIRECTION_UPLOAD, Check, TransferOptions
+from exporter.config.model import DIRECTION_UPLOAD, Check, TransferOptions
 from exporter.errors import HttpTimeout, Stalled, Throttled
 from exporter.httpchain import probe_chain
 from exporter.httptransport import HttpExchange

@@ -15,7 +15,7 @@ import socket
 import urllib.parse
 
 from exporter import classify, tcpinfo
-from exporter.config import Check, TransferOptions
+from exporter.config.model import Check, TransferOptions
 from exporter.errors import (
     HttpFailure,
     HttpTimeout,
