@@ -25,7 +25,7 @@ DS: Json = {"type": "prometheus", "uid": "${datasource}"}
 SCOPE = ('job=~"$job"', 'instance=~"$instance"', 'vantage=~"$vantage"')
 
 # Verdict -> (code for state timelines, colour, words). The code orders verdicts by layer so
-# that a timeline's legend reads from DNS up to UDP. Keep in step with CONTRACT.md
+# that a timeline's legend reads from DNS up to UDP. Keep in step with the README's verdict table
 # (tests/test_dashboards.py compares it with exporter.verdicts.Verdict).
 VERDICTS: dict[str, tuple[int, str, str]] = {
     "ok": (0, "green", "ok"),

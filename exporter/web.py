@@ -1,4 +1,4 @@
-"""The HTTP endpoints of CONTRACT.md. They run in threads of their own, so a scrape reads a
+"""The HTTP endpoints the README lists. They run in threads of their own, so a scrape reads a
 snapshot and never waits for the event loop; only /probe and /-/reload hand work to it."""
 
 from __future__ import annotations

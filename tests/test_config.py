@@ -1,4 +1,4 @@
-"""The configuration loader: every CONTRACT.md key parsed into the right value, and every
+"""The configuration loader: every key the README documents parsed into the right value, and every
 mistake reported as FILE:LINE: key.path: message, all at once, never as a traceback."""
 
 from __future__ import annotations
@@ -290,6 +290,30 @@ def test_values_in_each_of_their_forms() -> None:
     # A name YAML would read as a number stays the text that was written.
     assert checks["010"].host == "192.0.2.1"
     assert checks["quic-sni"].options == QuicOptions("www.youtube.com", False)
+
+
+def test_transfers_download_by_default_and_uploads_take_any_status_unless_told() -> None:
+    checks = {check.name: check for check in load_valid("directions_and_fingerprints").checks()}
+    options = {name: checks[name].options for name in checks}
+    assert options["download"] == TransferOptions(
+        65536, None, 5.0, ((200, 399),), True, None, True, "download"
+    )
+    assert options["explicit-download"] == options["download"]
+    upload = options["upload"]
+    assert isinstance(upload, TransferOptions)
+    assert (upload.direction, upload.expect_status) == ("upload", None)
+    upload_status = options["upload-status"]
+    assert isinstance(upload_status, TransferOptions)
+    assert upload_status.expect_status == ((200, 200), (204, 204))
+
+
+def test_tls_fingerprints_are_kept_in_the_order_listed_and_default_to_none() -> None:
+    checks = {check.name: check for check in load_valid("directions_and_fingerprints").checks()}
+    assert checks["browsers"].options == TlsOptions(
+        "example.com", None, True, ("firefox", "chrome")
+    )
+    assert checks["plain"].options == TlsOptions("example.com", None, True, ())
+    assert checks["none"].options == checks["plain"].options
 
 
 def test_anchors_aliases_and_merge_keys_are_followed() -> None:

@@ -1,5 +1,5 @@
 """The dns prober against real DNS servers on loopback, over UDP, TCP, DoT and DoH: every dns
-verdict, the judging order of CONTRACT.md, the control resolver, and hostile servers."""
+verdict, the judging order the README gives, the control resolver, and hostile servers."""
 
 from __future__ import annotations
 

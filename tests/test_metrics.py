@@ -1,5 +1,5 @@
-"""The collector: every CONTRACT.md family from a snapshot, on an injected registry, and an
-exposition that promtool accepts."""
+"""The collector: every family of the README's metrics table from a snapshot, on an injected
+registry, and an exposition that promtool accepts."""
 
 from __future__ import annotations
 

@@ -147,8 +147,9 @@ def test_once_prints_the_right_verdict_for_every_scenario(
     assert rows == expected
 
 
-# Every metric name of CONTRACT.md (histograms and counters by their exposed sample names).
-CONTRACT_METRICS = (
+# Every metric name of the README's metrics table (histograms and counters by their exposed
+# sample names).
+DOCUMENTED_METRICS = (
     "reachability_check_success", "reachability_check_verdict",
     "reachability_check_duration_seconds", "reachability_check_phase_seconds",
     "reachability_check_latency_seconds_bucket", "reachability_check_runs_total",
@@ -175,7 +176,7 @@ def test_every_contract_metric_of_these_kinds_appears_in_metrics(
             timeout=30,
         )
         names = {name for name, _ in exporter.samples()}
-        assert set(CONTRACT_METRICS) <= names, set(CONTRACT_METRICS) - names
+        assert set(DOCUMENTED_METRICS) <= names, set(DOCUMENTED_METRICS) - names
         verdicts = {check: exporter.verdict("lab", check) for check in SCENARIOS}
         assert verdicts == {name: verdict for name, (_, verdict) in SCENARIOS.items()}
         assert exporter.value("reachability_service_verdict", service="lab", verdict="ok") is None

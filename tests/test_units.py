@@ -1,4 +1,4 @@
-"""Durations, sizes and rates as CONTRACT.md writes them."""
+"""Durations, sizes and rates as the README writes them."""
 
 from __future__ import annotations
 

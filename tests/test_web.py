@@ -1,4 +1,4 @@
-"""The HTTP endpoints of CONTRACT.md against the real exporter process: metrics, status,
+"""The HTTP endpoints the README lists, against the real exporter process: metrics, status,
 /probe limited to configured checks, health, readiness, reloads that keep a good config when
 the new one is bad, several listen addresses, and the exporter-toolkit web config."""
 

@@ -207,11 +207,11 @@ def host_name(text: str, *, ip_ok: bool = True) -> str | None:
 
 
 class TargetForm(enum.Enum):
-    """How a kind's `target` is written; the value is how the README's table shows it."""
+    """How a kind's `target` is written."""
 
-    NAME = "a domain name"
-    HOST_PORT = "host:port"
-    URL = "http:// or https:// URL"
+    NAME = "name"  # a domain name: what dns asks for
+    HOST_PORT = "host:port"  # the port may have a default
+    URL = "url"  # http:// or https://
 
 
 def parse_target(form: TargetForm, target: str, default_port: int | None) -> tuple[str, int]:
