@@ -176,7 +176,8 @@ def _option_problems(kind: Kind) -> typing.Iterator[str]:
         return
     if kind.options is None or kind.parse_options is None:
         return
-    if not dataclasses.is_dataclass(kind.options) or not kind.options.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+    params = getattr(kind.options, "__dataclass_params__", None)
+    if not dataclasses.is_dataclass(kind.options) or params is None or not params.frozen:
         yield "options must be a frozen dataclass"
         return
     returns = typing.get_type_hints(kind.parse_options).get("return")

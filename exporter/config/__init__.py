@@ -16,6 +16,8 @@ from exporter.config.model import (
     DEFAULT_MIN_BYTES,
     DEFAULT_STALL_TIMEOUT,
     DEFAULT_TIMEOUT,
+    DIRECTION_DOWNLOAD,
+    DIRECTION_UPLOAD,
     DIRECTIONS,
     DOH_DEFAULT_PATH,
     FINGERPRINTS,
@@ -41,7 +43,17 @@ from exporter.config.model import (
     TlsOptions,
     TransferOptions,
 )
-from exporter.config.values import HOSTNAME_RE, NAME_PATTERN, NAME_RE
+from exporter.config.values import (
+    HOSTNAME_RE,
+    NAME_PATTERN,
+    NAME_RE,
+    UnitError,
+    format_duration,
+    parse_duration,
+    parse_rate,
+    parse_size,
+    shown,
+)
 from exporter.config.walker import Path
 from exporter.errors import ConfigError, Problem
 
@@ -57,6 +69,8 @@ __all__ = [
     "DEFAULT_STALL_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "DIRECTIONS",
+    "DIRECTION_DOWNLOAD",
+    "DIRECTION_UPLOAD",
     "DOH_DEFAULT_PATH",
     "FINGERPRINTS",
     "HOSTNAME_RE",
@@ -86,6 +100,12 @@ __all__ = [
     "StatusRanges",
     "TlsOptions",
     "TransferOptions",
+    "UnitError",
+    "format_duration",
     "load_file",
     "load_text",
+    "parse_duration",
+    "parse_rate",
+    "parse_size",
+    "shown",
 ]

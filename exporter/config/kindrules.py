@@ -13,6 +13,8 @@ from exporter.config.model import (
     DEFAULT_MAX_BODY,
     DEFAULT_MIN_BYTES,
     DEFAULT_STALL_TIMEOUT,
+    DIRECTION_DOWNLOAD,
+    DIRECTION_UPLOAD,
     DIRECTIONS,
     FINGERPRINTS,
     METHODS,
@@ -242,18 +244,22 @@ def http_options(r: OptionReader) -> HttpOptions:
 
 
 def transfer_options(r: OptionReader) -> TransferOptions:
-    direction = r.choice("direction", DIRECTIONS, "download")
+    direction = r.choice("direction", DIRECTIONS, DIRECTION_DOWNLOAD)
     expect_status = r.expect_status()
-    if expect_status is None and direction == "download":
+    if expect_status is None and direction == DIRECTION_DOWNLOAD:
         # An upload judges what the peer acknowledged; its answer only counts when asked to.
         expect_status = DEFAULT_EXPECT_STATUS
+    proxy = r.proxy()
+    if direction == DIRECTION_UPLOAD and proxy is not None:
+        # What a proxy acknowledges says nothing of what reached the target.
+        r.error("proxy", "an upload measures the target's own ACKs: no proxy")
     return TransferOptions(
         min_bytes=r.size("min_bytes", DEFAULT_MIN_BYTES),
         min_rate=r.rate("min_rate"),
         stall_timeout=r.stall_timeout(),
         expect_status=expect_status,
         follow_redirects=r.boolean("follow_redirects", True),
-        proxy=r.proxy(),
+        proxy=proxy,
         verify=r.boolean("verify", True),
         direction=direction,
     )

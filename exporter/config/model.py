@@ -26,7 +26,9 @@ METHODS = ("GET", "HEAD", "POST")
 RECORDS = ("A", "AAAA")
 ROLES = ("service", "control")
 SCOPES = ("foreign", "domestic")
-DIRECTIONS = ("download", "upload")
+DIRECTION_DOWNLOAD = "download"
+DIRECTION_UPLOAD = "upload"
+DIRECTIONS = (DIRECTION_DOWNLOAD, DIRECTION_UPLOAD)
 # The browsers whose ClientHello a tls check can imitate (`fingerprints`).
 FINGERPRINTS = ("chrome", "firefox")
 
@@ -110,7 +112,7 @@ class TransferOptions:
     follow_redirects: bool
     proxy: str | None
     verify: bool
-    direction: str = "download"  # download | upload
+    direction: str = DIRECTION_DOWNLOAD  # download | upload
 
 
 @dataclasses.dataclass(frozen=True)
