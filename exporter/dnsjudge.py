@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 
-from exporter.config.model import IPNetwork
+from exporter.config import IPNetwork
 from exporter.dnsquery import DnsReply, Outcome
 from exporter.verdicts import Verdict
 

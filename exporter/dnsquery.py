@@ -24,7 +24,7 @@ import dns.resolver
 import httpx
 
 from exporter.classify import causes, describe
-from exporter.config.model import ResolverSpec
+from exporter.config import ResolverSpec
 from exporter.probeenv import ProbeEnv
 from exporter.timeshare import address_deadline
 
