@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from exporter import classify
-from exporter.config import Check, HttpOptions, TransferOptions
+from exporter.config import Check, HttpOptions, StatusRanges, TransferOptions
 from exporter.errors import Blockpage, ProbeFailure, UnexpectedStatus
 from exporter.httptransport import ExchangeFailure, HttpExchange, http_request
 from exporter.probeenv import ProbeEnv
@@ -72,7 +72,7 @@ async def follow_chain(
     *,
     method: str,
     follow_redirects: bool,
-    expect_status: tuple[tuple[int, int], ...],
+    expect_status: StatusRanges | None,
     body_limit: int,
     final: FinalReader | None = None,
 ) -> None:

@@ -44,7 +44,19 @@ from exporter.result import (
     PHASE_TRANSFER,
     Result,
 )
-from exporter.verdicts import Verdict
+from exporter.verdicts import (
+    ANSWER_FAILURES,
+    EXPORTER_FAILURES,
+    HTTP_FAILURES,
+    QUIC_HANDSHAKE_FAILURES,
+    RESOLVE_FAILURES,
+    SNI_FAILURES,
+    TCP_FAILURES,
+    TLS_FAILURES,
+    TRANSFER_FAILURES,
+    UDP_FAILURES,
+    Verdict,
+)
 
 # async def probe(check, env, deadline) -> Result, where `deadline` is the event-loop time by
 # which the probe must have returned. A probe never raises for a target failure.
@@ -65,34 +77,6 @@ class Evidence(enum.StrEnum):
 
 class KindError(Exception):
     """A registry entry that cannot work; raised at import."""
-
-
-# The verdicts of the layers that kinds share, from resolving the target upwards.
-_RESOLVE = frozenset(
-    {
-        Verdict.DNS_NXDOMAIN,
-        Verdict.DNS_NODATA,
-        Verdict.DNS_TIMEOUT,
-        Verdict.DNS_ERROR,
-        Verdict.DNS_BOGON,
-    }
-)
-_TCP = _RESOLVE | {Verdict.TCP_TIMEOUT, Verdict.TCP_REFUSED, Verdict.TCP_ERROR}
-_TLS_HANDSHAKE = frozenset(
-    {Verdict.TLS_RESET, Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR}
-)
-_HTTP = (
-    _TCP
-    | _TLS_HANDSHAKE
-    | {
-        Verdict.HTTP_BLOCKPAGE,
-        Verdict.HTTP_STATUS,
-        Verdict.HTTP_RESET,
-        Verdict.HTTP_TIMEOUT,
-        Verdict.HTTP_ERROR,
-    }
-)
-_UDP = _RESOLVE | {Verdict.UDP_TIMEOUT, Verdict.UDP_ERROR}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +120,7 @@ class Kind:
 
     @property
     def failure_verdicts(self) -> frozenset[Verdict]:
-        return self.verdicts | {Verdict.ERROR}
+        return self.verdicts | EXPORTER_FAILURES
 
 
 def _problems(kind: Kind) -> typing.Iterator[str]:
@@ -163,7 +147,8 @@ def _problems(kind: Kind) -> typing.Iterator[str]:
         not isinstance(kind.verdicts, frozenset)
         or not kind.verdicts
         or not all(isinstance(v, Verdict) for v in kind.verdicts)
-        or kind.verdicts & {Verdict.OK, Verdict.ERROR}
+        or Verdict.OK in kind.verdicts
+        or kind.verdicts & EXPORTER_FAILURES
     ):
         yield "verdicts must be a non-empty frozenset of failure verdicts (ok and error aside)"
     if not isinstance(kind.key_hints, Mapping):
@@ -214,7 +199,7 @@ REGISTRY: Mapping[str, Kind] = _register(
         parse_options=dns_options,
         phases=(PHASE_RESOLVE,),
         evidence=frozenset({Evidence.DNS_ANSWERS}),
-        verdicts=_RESOLVE | {Verdict.DNS_MISMATCH},
+        verdicts=RESOLVE_FAILURES | ANSWER_FAILURES,
         key_hints={"resolver": "list the resolvers to query in `resolvers`"},
     ),
     Kind(
@@ -226,7 +211,7 @@ REGISTRY: Mapping[str, Kind] = _register(
         parse_options=None,
         phases=(PHASE_RESOLVE, PHASE_CONNECT),
         evidence=frozenset(),
-        verdicts=_TCP,
+        verdicts=RESOLVE_FAILURES | TCP_FAILURES,
         key_hints={},
     ),
     Kind(
@@ -238,7 +223,7 @@ REGISTRY: Mapping[str, Kind] = _register(
         parse_options=tls_options,
         phases=(PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS),
         evidence=frozenset({Evidence.CERT_EXPIRY}),
-        verdicts=_TCP | _TLS_HANDSHAKE | {Verdict.TLS_SNI_BLOCKED},
+        verdicts=RESOLVE_FAILURES | TCP_FAILURES | TLS_FAILURES | SNI_FAILURES,
         key_hints={},
     ),
     Kind(
@@ -250,7 +235,7 @@ REGISTRY: Mapping[str, Kind] = _register(
         parse_options=http_options,
         phases=PHASES,
         evidence=frozenset({Evidence.CERT_EXPIRY, Evidence.STATUS_CODE}),
-        verdicts=_HTTP,
+        verdicts=RESOLVE_FAILURES | TCP_FAILURES | TLS_FAILURES | HTTP_FAILURES,
         key_hints={},
     ),
     Kind(
@@ -262,7 +247,7 @@ REGISTRY: Mapping[str, Kind] = _register(
         parse_options=transfer_options,
         phases=PHASES,
         evidence=frozenset({Evidence.CERT_EXPIRY, Evidence.STATUS_CODE, Evidence.TRANSFER}),
-        verdicts=_HTTP | {Verdict.STALLED, Verdict.THROTTLED},
+        verdicts=RESOLVE_FAILURES | TCP_FAILURES | TLS_FAILURES | HTTP_FAILURES | TRANSFER_FAILURES,
         key_hints={},
     ),
     Kind(
@@ -274,7 +259,7 @@ REGISTRY: Mapping[str, Kind] = _register(
         parse_options=None,
         phases=(PHASE_RESOLVE, PHASE_FIRST_BYTE),
         evidence=frozenset(),
-        verdicts=_UDP,
+        verdicts=RESOLVE_FAILURES | UDP_FAILURES,
         key_hints={},
     ),
     Kind(
@@ -286,7 +271,7 @@ REGISTRY: Mapping[str, Kind] = _register(
         parse_options=quic_options,
         phases=(PHASE_RESOLVE, PHASE_TLS),
         evidence=frozenset(),
-        verdicts=_UDP | {Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR},
+        verdicts=RESOLVE_FAILURES | UDP_FAILURES | QUIC_HANDSHAKE_FAILURES,
         key_hints={},
     ),
 )

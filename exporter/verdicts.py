@@ -73,6 +73,41 @@ DECIDED_BY: dict[Verdict, tuple[str, ...]] = {
     Verdict.ERROR: ("exporter.classify.exporter_failure",),
 }
 
+# The failures of each layer a check can go through, from resolving its target upwards; the
+# registry of kinds (exporter/kinds.py) gives each kind the union of its layers. `error`
+# (the exporter itself failed) is possible in every kind.
+EXPORTER_FAILURES = frozenset({Verdict.ERROR})
+RESOLVE_FAILURES = frozenset(
+    {
+        Verdict.DNS_NXDOMAIN,
+        Verdict.DNS_NODATA,
+        Verdict.DNS_TIMEOUT,
+        Verdict.DNS_ERROR,
+        Verdict.DNS_BOGON,
+    }
+)
+ANSWER_FAILURES = frozenset({Verdict.DNS_MISMATCH})  # answers compared with the control's
+TCP_FAILURES = frozenset({Verdict.TCP_TIMEOUT, Verdict.TCP_REFUSED, Verdict.TCP_ERROR})
+TLS_FAILURES = frozenset(
+    {Verdict.TLS_RESET, Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR}
+)
+SNI_FAILURES = frozenset({Verdict.TLS_SNI_BLOCKED})  # a retry with control_sni passed
+# QUIC carries its TLS handshake in UDP packets: no reset to see.
+QUIC_HANDSHAKE_FAILURES = frozenset(
+    {Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR}
+)
+HTTP_FAILURES = frozenset(
+    {
+        Verdict.HTTP_BLOCKPAGE,
+        Verdict.HTTP_STATUS,
+        Verdict.HTTP_RESET,
+        Verdict.HTTP_TIMEOUT,
+        Verdict.HTTP_ERROR,
+    }
+)
+TRANSFER_FAILURES = frozenset({Verdict.STALLED, Verdict.THROTTLED})
+UDP_FAILURES = frozenset({Verdict.UDP_TIMEOUT, Verdict.UDP_ERROR})
+
 
 class VantageState(enum.StrEnum):
     ONLINE = "online"
