@@ -47,6 +47,7 @@ from exporter.result import (
 from exporter.verdicts import (
     ANSWER_FAILURES,
     EXPORTER_FAILURES,
+    FINGERPRINT_FAILURES,
     HTTP_FAILURES,
     QUIC_HANDSHAKE_FAILURES,
     RESOLVE_FAILURES,
@@ -73,6 +74,7 @@ class Evidence(enum.StrEnum):
     CERT_EXPIRY = "cert_expiry"  # the leaf certificate's notAfter
     STATUS_CODE = "status_code"  # the final HTTP status
     TRANSFER = "transfer"  # bytes moved and the rate
+    FINGERPRINTS = "fingerprints"  # whether each browser-shaped ClientHello got an answer
 
 
 class KindError(Exception):
@@ -222,8 +224,10 @@ REGISTRY: Mapping[str, Kind] = _register(
         options=TlsOptions,
         parse_options=tls_options,
         phases=(PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS),
-        evidence=frozenset({Evidence.CERT_EXPIRY}),
-        verdicts=RESOLVE_FAILURES | TCP_FAILURES | TLS_FAILURES | SNI_FAILURES,
+        evidence=frozenset({Evidence.CERT_EXPIRY, Evidence.FINGERPRINTS}),
+        verdicts=(
+            RESOLVE_FAILURES | TCP_FAILURES | TLS_FAILURES | SNI_FAILURES | FINGERPRINT_FAILURES
+        ),
         key_hints={},
     ),
     Kind(

@@ -327,7 +327,7 @@ def _fingerprint_families(snap: Snapshot) -> Iterator[Metric]:
     )
     for state in snap.states.values():
         result, check = state.result, state.check
-        if result is None:
+        if result is None or Evidence.FINGERPRINTS not in REGISTRY[check.kind].evidence:
             continue
         for shape, ok in result.fingerprints.items():
             family.add_metric([check.service, check.name, check.kind, shape], 1.0 if ok else 0.0)

@@ -92,6 +92,7 @@ TLS_FAILURES = frozenset(
     {Verdict.TLS_RESET, Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR}
 )
 SNI_FAILURES = frozenset({Verdict.TLS_SNI_BLOCKED})  # a retry with control_sni passed
+FINGERPRINT_FAILURES = frozenset({Verdict.TLS_FINGERPRINT_BLOCKED})  # a browser shape failed
 # QUIC carries its TLS handshake in UDP packets: no reset to see.
 QUIC_HANDSHAKE_FAILURES = frozenset(
     {Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR}

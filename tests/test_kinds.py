@@ -145,6 +145,7 @@ def test_evidence_is_declared_by_the_kinds_whose_probes_record_it() -> None:
         Evidence.CERT_EXPIRY: ["http", "tls", "transfer"],
         Evidence.STATUS_CODE: ["http", "transfer"],
         Evidence.TRANSFER: ["transfer"],
+        Evidence.FINGERPRINTS: ["tls"],
     }
 
 
