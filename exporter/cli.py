@@ -12,15 +12,20 @@ import os
 import signal
 import sys
 
-from exporter import __version__, logs, once
+from exporter import __version__, fdlimit, logs, once
 from exporter import config as config_module
 from exporter.app import Exporter
 from exporter.config import Config
 from exporter.errors import ConfigError, Problem
 from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web import WebServer, parse_listen_address
 from exporter.webconfig import WebConfig, WebConfigError
 from exporter.webconfig import load as load_web_config
+from exporter.webserver import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TELEMETRY_PATH,
+    WebServer,
+    parse_listen_address,
+)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_LISTEN = ":9869"
@@ -29,6 +34,12 @@ DEFAULT_CONFIG = "config.yaml"
 # without --config.file from any directory, as /etc/prometheus/prometheus.yml is for
 # Debian's prometheus.
 INSTALLED_CONFIG = "/etc/reachability-exporter/config.yaml"
+# Paths the other endpoints own: the metrics cannot move onto them.
+_RESERVED_PATHS = frozenset(
+    {"/", "/probe", "/api/v1/status", "/-/healthy", "/-/ready", "/-/reload"}
+)
+# At most this share of the probe slots goes to /probe runs, so the schedule keeps the rest.
+PROBE_SHARE = 8
 
 log = logging.getLogger("exporter")
 
@@ -89,6 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="log line format: %(choices)s (default: %(default)s)",
     )
     add(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default=DEFAULT_TELEMETRY_PATH,
+        metavar="PATH",
+        help="path under which to expose the metrics (default: %(default)s)",
+    )
+    add(
+        "--web.max-connections",
+        dest="max_connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="most web connections open at once; more wait in the listen backlog, and one "
+        "that has not sent a request yet is closed to make room (default: %(default)s)",
+    )
+    add(
         "--probe.concurrency",
         dest="concurrency",
         type=int,
@@ -131,6 +158,11 @@ def usage_problems(args: argparse.Namespace) -> list[str]:
         problems.append("--once and --config.check exclude each other: choose one")
     if args.concurrency < 1:
         problems.append("--probe.concurrency must be at least 1")
+    if args.max_connections < 1:
+        problems.append("--web.max-connections must be at least 1")
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in _RESERVED_PATHS:
+        reserved = ", ".join(sorted(_RESERVED_PATHS))
+        problems.append(f"--web.telemetry-path must start with / and not be one of {reserved}")
     for address in args.listen or []:
         try:
             parse_listen_address(address)
@@ -210,8 +242,16 @@ async def _serve_async(
     config: Config, args: argparse.Namespace, listen: list[str], web_config: WebConfig
 ) -> int:
     exporter = Exporter(args.config_file, concurrency=args.concurrency)
+    connections = fdlimit.web_connections(args.max_connections, args.concurrency, len(listen))
     try:
-        web = WebServer(exporter, listen, web_config)
+        web = WebServer(
+            exporter,
+            listen,
+            lambda: web_config,
+            max_connections=connections,
+            telemetry_path=args.telemetry_path,
+            probe_runs=max(1, args.concurrency // PROBE_SHARE),
+        )
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return EXIT_FAILURE
@@ -228,10 +268,10 @@ async def _serve_async(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     await exporter.start(config)
-    web.start()
+    await web.start()
     log.info("reachability-exporter %s ready addresses=%s", __version__, ",".join(listen))
     await stopping.wait()
     log.info("shutting down")
-    web.stop()
+    await web.stop()
     await exporter.stop()
     return EXIT_OK

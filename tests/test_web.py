@@ -4,6 +4,7 @@ the new one is bad, several listen addresses, and the exporter-toolkit web confi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import http.client
@@ -13,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,11 +24,11 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter import web as web_module
 from exporter.app import Exporter
-from exporter.web import WebServer
 from exporter.webconfig import WebConfig
 from exporter.webconfig import load as load_web_config
+from exporter.webserver import WebServer
+from exporter.webserver import connection as connection_module
 from tests.support import certs
 from tests.support.exporterproc import REPO, ExporterProcess, free_port
 
@@ -236,44 +238,66 @@ def test_web_config_of_the_wrong_shape_is_a_usage_error_not_a_traceback(
     assert "Traceback" not in result.stderr
 
 
-def _in_process_web(tmp_path: Path, listener: int, closed_port: int) -> WebServer:
+@contextlib.contextmanager
+def serving(exporter: Exporter, web_config: WebConfig | None = None) -> Iterator[WebServer]:
+    """The web server on an event loop of its own in a thread, so that the test can be a
+    plain blocking client."""
+    config = web_config or WebConfig()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> WebServer:
+        web = WebServer(exporter, ["127.0.0.1:0"], lambda: config)
+        await web.start()
+        return web
+
+    web = asyncio.run_coroutine_threadsafe(start(), loop).result(5)
+    try:
+        yield web
+    finally:
+        asyncio.run_coroutine_threadsafe(web.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+@contextlib.contextmanager
+def _in_process_web(tmp_path: Path, listener: int, closed_port: int) -> Iterator[WebServer]:
     path = tmp_path / "config.yaml"
     path.write_text(config_text(listener, closed_port))
-    web = WebServer(Exporter(str(path)), ["127.0.0.1:0"], WebConfig())
-    web.start()
-    return web
+    with serving(Exporter(str(path))) as web:
+        yield web
 
 
-def test_a_client_dripping_its_request_cannot_hold_a_thread(
+def test_a_client_dripping_its_request_head_is_cut_at_the_head_deadline(
     tmp_path: Path, listener: int, closed_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(web_module, "REQUEST_TIMEOUT", 1.0)
-    web = _in_process_web(tmp_path, listener, closed_port)
-    try:
-        with socket.create_connection(("127.0.0.1", web.ports[0]), timeout=5) as sock:
-            sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n")
-            started = time.monotonic()
-            closed = False
-            while time.monotonic() - started < 4.0 and not closed:
-                time.sleep(0.2)  # each byte well within the idle timeout
-                try:
-                    sock.sendall(b"X")
-                except OSError:
-                    closed = True
-                    break
-                readable, _, _ = select.select([sock], [], [], 0)
-                closed = bool(readable) and sock.recv(1024) == b""
-            assert closed, "the server kept reading a request that never ends"
-            assert time.monotonic() - started < 2.5
-    finally:
-        web.stop()
+    monkeypatch.setattr(connection_module, "HEAD_DEADLINE", 1.0)
+    with (
+        _in_process_web(tmp_path, listener, closed_port) as web,
+        socket.create_connection(("127.0.0.1", web.ports[0]), timeout=5) as sock,
+    ):
+        sock.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 4.0 and not closed:
+            time.sleep(0.2)  # each byte well within the idle timeout
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            readable, _, _ = select.select([sock], [], [], 0)
+            closed = bool(readable) and sock.recv(1024) == b""
+        assert closed, "the server kept reading a request that never ends"
+        assert time.monotonic() - started < 2.5
 
 
 def test_a_post_body_is_not_taken_for_the_next_request(
     tmp_path: Path, listener: int, closed_port: int
 ) -> None:
-    web = _in_process_web(tmp_path, listener, closed_port)
-    try:
+    with _in_process_web(tmp_path, listener, closed_port) as web:
         connection = http.client.HTTPConnection("127.0.0.1", web.ports[0], timeout=5)
         connection.request("POST", "/-/nothing", body=b"GET /evil HTTP/1.1\r\n\r\n")
         response = connection.getresponse()
@@ -283,8 +307,6 @@ def test_a_post_body_is_not_taken_for_the_next_request(
         response = connection.getresponse()
         assert (response.status, response.read()) == (200, b"Healthy\n")
         connection.close()
-    finally:
-        web.stop()
 
 
 def test_probe_that_cannot_get_a_slot_in_time_answers_503(tmp_path: Path, listener: int) -> None:
@@ -317,15 +339,11 @@ def test_a_plain_http_client_on_a_tls_port_prints_no_traceback(
     web_yml.write_text(f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
     path = tmp_path / "config.yaml"
     path.write_text(config_text(listener, closed_port))
-    web = WebServer(Exporter(str(path)), ["127.0.0.1:0"], load_web_config(str(web_yml)))
-    web.start()
-    try:
+    with serving(Exporter(str(path)), load_web_config(str(web_yml))) as web:
         with socket.create_connection(("127.0.0.1", web.ports[0]), timeout=5) as sock:
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             with contextlib.suppress(OSError):
                 while sock.recv(1024):
                     pass
         time.sleep(0.2)
-    finally:
-        web.stop()
     assert "Traceback" not in capfd.readouterr().err

@@ -1,0 +1,229 @@
+"""One HTTP/1.1 client connection, served on the event loop. h11 parses; every wait has a
+deadline; a request runs only once its whole head and body have arrived, so a client that
+hangs up mid-request has asked for nothing (not even POST /-/reload)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import socket
+import ssl
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import Protocol
+
+import h11
+
+from exporter import __version__
+from exporter.webconfig import WebConfig
+from exporter.webserver.reply import Reply, Request
+
+# The whole head of a request must arrive within this much of its first byte (of the
+# accept, for a connection's first request, TLS handshake included): a client that drips
+# its head is cut off here however steadily it drips.
+HEAD_DEADLINE = 10.0
+# Between requests on a kept-alive connection; Prometheus scrapes at most every few minutes
+# and reconnects at no cost when we close first.
+IDLE_DEADLINE = 60.0
+# A client that does not read its response within this long is dropped.
+WRITE_DEADLINE = 30.0
+# Longer heads get 431: Prometheus sends about 300 bytes, browsers about 1 KiB.
+MAX_HEAD = 16 * 1024
+# A request body (only POST /-/reload accepts one, and ignores it) is read and dropped up to
+# this size, so the next request starts where it should; a larger one gets 413 and a close.
+MAX_BODY = 64 * 1024
+READ_CHUNK = 64 * 1024
+# Response headers a web configuration may not override: the server owns the framing.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})
+SERVER = f"reachability-exporter/{__version__}"
+
+log = logging.getLogger(__name__)
+
+
+class _Closed(Exception):
+    """The client went away, broke the protocol, or missed a deadline: nothing to answer."""
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs from its server."""
+
+    web_config: Callable[[], WebConfig]
+    auth_pool: concurrent.futures.Executor
+
+    def waiting(self, connection: Connection) -> None: ...
+    def working(self, connection: Connection) -> None: ...
+    async def handle(self, request: Request) -> Reply: ...
+
+
+class Connection:
+    def __init__(self, host: ConnectionHost, sock: socket.socket, tls: ssl.SSLContext | None):
+        self._host = host
+        self._sock = sock
+        self._tls = tls
+        self.accepted = time.monotonic()
+        # Completed requests: eviction spares clients that have been served before.
+        self.served = 0
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self._transport: asyncio.Transport | None = None
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_CHUNK, loop=loop)
+        transport: asyncio.BaseTransport | None = None
+        self._host.waiting(self)
+        try:
+            try:
+                async with asyncio.timeout(HEAD_DEADLINE):
+                    transport, protocol = await loop.connect_accepted_socket(
+                        lambda: asyncio.StreamReaderProtocol(reader),
+                        self._sock,
+                        ssl=self._tls,
+                        ssl_handshake_timeout=HEAD_DEADLINE if self._tls else None,
+                    )
+            except (OSError, ssl.SSLError, TimeoutError) as exc:
+                # A port scanner, or a plain-HTTP client on a TLS port: not worth more.
+                log.debug("web connection failed before a request: %s", exc)
+                return
+            assert isinstance(transport, asyncio.Transport)
+            self._transport = transport
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            with contextlib.suppress(_Closed):
+                await self._requests(loop, reader, writer)
+                # Done: let the last response leave before the close (abort would drop it).
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+                    async with asyncio.timeout(WRITE_DEADLINE):
+                        await writer.wait_closed()
+        finally:
+            # Anything else (evicted, a deadline, a broken client): drop it at once.
+            if isinstance(transport, asyncio.Transport):
+                transport.abort()
+            else:
+                self._sock.close()
+
+    async def _requests(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        head_deadline = loop.time() + HEAD_DEADLINE - (time.monotonic() - self.accepted)
+        while True:
+            self._host.waiting(self)
+            request = await self._read_request(loop, reader, head_deadline)
+            self._host.working(self)
+            reply = await self._answer(request)
+            await self._write(writer, request.method, reply)
+            self.served += 1
+            if self._h11.our_state is not h11.DONE or self._h11.their_state is not h11.DONE:
+                return
+            self._h11.start_next_cycle()
+            head_deadline = 0.0  # from the next request's first byte
+
+    async def _read_request(
+        self, loop: asyncio.AbstractEventLoop, reader: asyncio.StreamReader, head_deadline: float
+    ) -> Request:
+        """The next complete request (head and body); raises _Closed when there is none."""
+        deadline = head_deadline or loop.time() + IDLE_DEADLINE
+        started = bool(head_deadline)
+        request: h11.Request | None = None
+        body = 0
+        try:
+            async with asyncio.timeout_at(deadline) as timer:
+                while True:
+                    event = self._h11.next_event()
+                    if event is h11.NEED_DATA:
+                        data = await reader.read(READ_CHUNK)
+                        if data and not started:
+                            started = True
+                            timer.reschedule(loop.time() + HEAD_DEADLINE)
+                        self._h11.receive_data(data)
+                    elif isinstance(event, h11.Request):
+                        request = event
+                        if _declared_length(event) > MAX_BODY:
+                            await self._refuse(413, "Content Too Large")
+                    elif isinstance(event, h11.Data):
+                        body += len(event.data)
+                        if body > MAX_BODY:
+                            await self._refuse(413, "Content Too Large")
+                    elif isinstance(event, h11.EndOfMessage) and request is not None:
+                        return _request(request)
+                    elif isinstance(event, h11.ConnectionClosed | h11.PAUSED):
+                        raise _Closed
+        except TimeoutError:
+            log.debug("web request head not complete in time: closed")
+            raise _Closed from None
+        except h11.RemoteProtocolError as exc:
+            if self._h11.their_state is h11.ERROR and self._h11.our_state is h11.SEND_RESPONSE:
+                # A head that is too long or malformed; EOF mid-request needs no answer.
+                status = 431 if "too long" in str(exc).lower() else exc.error_status_hint
+                await self._refuse(status, "Bad Request")
+            raise _Closed from None
+        except (OSError, ssl.SSLError):
+            raise _Closed from None
+
+    async def _refuse(self, status: int, text: str) -> None:
+        """Answer a request that cannot be served, then close."""
+        raw = f"HTTP/1.1 {status} {text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        with contextlib.suppress(OSError, RuntimeError):
+            transport = self._transport
+            if transport is not None:
+                transport.write(raw.encode())
+        raise _Closed
+
+    async def _answer(self, request: Request) -> Reply:
+        config = self._host.web_config()
+        loop = asyncio.get_running_loop()
+        header = request.headers.get("authorization")
+        # bcrypt takes tens of milliseconds by design: never on the loop that runs probes.
+        allowed = await loop.run_in_executor(self._host.auth_pool, config.authorized, header)
+        if not allowed:
+            return Reply.text(401, "Unauthorized\n", ("WWW-Authenticate", 'Basic realm="exporter"'))
+        return await self._host.handle(request)
+
+    async def _write(self, writer: asyncio.StreamWriter, method: str, reply: Reply) -> None:
+        headers = {"content-type": ("Content-Type", reply.content_type)}
+        for name, value in self._host.web_config().headers.items():
+            if name.lower() not in _FRAMING:
+                headers[name.lower()] = (name, value)
+        for name, value in reply.headers:
+            headers[name.lower()] = (name, value)
+        headers["content-length"] = ("Content-Length", str(len(reply.body)))
+        headers["server"] = ("Server", SERVER)
+        try:
+            response = h11.Response(status_code=reply.status, headers=list(headers.values()))
+            parts = [self._h11.send(response) or b""]
+            if method != "HEAD" and reply.body:
+                # Passthrough: the body goes out as it is, not copied into a joined buffer.
+                parts += self._h11.send_with_data_passthrough(h11.Data(data=reply.body)) or []
+            parts.append(self._h11.send(h11.EndOfMessage()) or b"")
+            writer.writelines(parts)
+            async with asyncio.timeout(WRITE_DEADLINE):
+                await writer.drain()
+        except h11.LocalProtocolError as exc:
+            log.error("cannot send a response (check the web configuration's headers): %s", exc)
+            raise _Closed from None
+        except (OSError, TimeoutError, ssl.SSLError):
+            raise _Closed from None
+
+
+def _declared_length(event: h11.Request) -> int:
+    for name, value in event.headers:
+        if name == b"content-length":
+            return int(value)  # h11 accepts digits only
+    return 0
+
+
+def _request(event: h11.Request) -> Request:
+    target = event.target.decode("latin-1")
+    url = urllib.parse.urlsplit(target)
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers}
+    return Request(
+        method=event.method.decode("ascii", "replace"),
+        path=url.path,
+        query=urllib.parse.parse_qs(url.query),
+        headers=headers,
+    )

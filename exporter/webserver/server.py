@@ -1,0 +1,208 @@
+"""The web server, on the exporter's own event loop: one accept loop per listening socket,
+at most `max_connections` open connections (further clients wait in the kernel's backlog),
+and, when every slot is taken, the connection that has waited longest for a request head is
+closed to make room, so clients that never finish a request cannot lock Prometheus out.
+Work that takes CPU (bcrypt, rendering pages and the exposition, gzip) runs in small thread
+pools: the loop only moves bytes and never renders anything."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from exporter.app import Exporter
+from exporter.webconfig import WebConfig
+from exporter.webserver.connection import Connection
+from exporter.webserver.reply import Reply, Request
+from exporter.webserver.routes import Router
+
+DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_TELEMETRY_PATH = "/metrics"
+# The kernel queues this many connections we have not accepted yet (Python's default of 5
+# dropped the SYNs of 136 of 200 clients connecting at once).
+BACKLOG = 1024
+# Two bcrypt checks at once use both cores of a small machine; more would only queue there.
+AUTH_THREADS = 2
+# Renderings of /metrics and of the pages; identical requests share one (routes.py).
+RENDER_THREADS = 2
+# Out of descriptors or memory while accepting: wait this long before the next try, rather
+# than spin on a listening socket that stays readable.
+ACCEPT_BACKOFF = 0.1
+# With every slot taken, a connection still waiting for its head is closed to make room
+# only once it is this old: clients that reconnect as fast as they are closed then cost at
+# most max_connections / EVICT_AFTER accepts a second, and a real client that sends its
+# request at once is always served before it becomes the oldest.
+EVICT_AFTER = 0.25
+_ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+log = logging.getLogger(__name__)
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """`:9869`, `0.0.0.0:9869`, `[::1]:9869`, `localhost:9869` → (host, port); an empty
+    host listens on every address, IPv6 included where the system has it."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {address!r}: expected [host]:port")
+    return host.strip("[]"), int(port)
+
+
+def _listen(address: str) -> socket.socket:
+    host, port = parse_listen_address(address)
+    try:
+        family = socket.AF_INET6 if (not host or ":" in host) else socket.AF_INET
+        sock = _bind(family, host or "::", port)
+    except OSError:
+        if host:
+            raise
+        # No IPv6 on this host: all IPv4 addresses will do.
+        sock = _bind(socket.AF_INET, "0.0.0.0", port)
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def _bind(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class WebServer:
+    """Binds at construction (so that a taken port fails before anything starts), serves
+    from `start()` until `stop()`, both on the running loop. `web_config` is called for each
+    connection and request, so a re-read web configuration applies without a restart."""
+
+    def __init__(
+        self,
+        exporter: Exporter,
+        addresses: list[str],
+        web_config: Callable[[], WebConfig],
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        telemetry_path: str = DEFAULT_TELEMETRY_PATH,
+        probe_runs: int = 8,
+    ) -> None:
+        self.web_config = web_config
+        self.max_connections = max(1, max_connections)
+        self.auth_pool: concurrent.futures.Executor = concurrent.futures.ThreadPoolExecutor(
+            AUTH_THREADS, "web-auth"
+        )
+        self._render_pool = concurrent.futures.ThreadPoolExecutor(RENDER_THREADS, "web-render")
+        self.router = Router(
+            exporter, telemetry_path=telemetry_path, pool=self._render_pool, probe_runs=probe_runs
+        )
+        self._sockets: list[socket.socket] = []
+        try:
+            for address in addresses:
+                self._sockets.append(_listen(address))
+        except OSError:
+            for sock in self._sockets:
+                sock.close()
+            raise
+        self._accepting: list[asyncio.Task[None]] = []
+        self._open: dict[Connection, asyncio.Task[None]] = {}
+        # Connections waiting for a request head, oldest first; the ones that may be closed
+        # to make room. Dicts keep insertion order.
+        # Values: since when (time.monotonic()).
+        self._waiting_first: dict[Connection, float] = {}
+        self._waiting_again: dict[Connection, float] = {}
+        self._room = asyncio.Event()
+
+    @property
+    def ports(self) -> list[int]:
+        return [sock.getsockname()[1] for sock in self._sockets]
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    async def start(self) -> None:
+        for sock in self._sockets:
+            task = asyncio.create_task(self._accept_forever(sock), name=f"web accept {sock}")
+            self._accepting.append(task)
+            log.info("listening address=%s port=%s", *sock.getsockname()[:2])
+
+    async def stop(self) -> None:
+        tasks = self._accepting + list(self._open.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in self._sockets:
+            sock.close()
+        self.auth_pool.shutdown(wait=False, cancel_futures=True)
+        self._render_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- what connections report ---------------------------------------------------------------
+
+    def waiting(self, connection: Connection) -> None:
+        waiting = self._waiting_again if connection.served else self._waiting_first
+        waiting[connection] = time.monotonic()
+
+    def working(self, connection: Connection) -> None:
+        self._waiting_first.pop(connection, None)
+        self._waiting_again.pop(connection, None)
+
+    async def handle(self, request: Request) -> Reply:
+        return await self.router.handle(request)
+
+    # -- accepting -----------------------------------------------------------------------------
+
+    async def _accept_forever(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        warned = False
+        while True:
+            await self._make_room()
+            try:
+                sock, _ = await loop.sock_accept(listening)
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_EXHAUSTED:
+                    log.debug("accept failed: %s", exc)
+                    continue
+                if not warned:
+                    log.warning("cannot accept web connections: %s", exc.strerror)
+                    warned = True
+                await asyncio.sleep(ACCEPT_BACKOFF)
+                continue
+            connection = Connection(self, sock, self.web_config().ssl_context)
+            task = asyncio.create_task(connection.serve())
+            self._open[connection] = task
+            task.add_done_callback(lambda _, c=connection: self._closed(c))  # type: ignore[misc]
+            # sock_accept returns without yielding while clients are queued: yield, so
+            # that a flood of connections cannot keep the probes off the loop.
+            await asyncio.sleep(0)
+
+    async def _make_room(self) -> None:
+        while len(self._open) >= self.max_connections:
+            self._room.clear()
+            waiting = self._waiting_first or self._waiting_again
+            victim = next(iter(waiting), None)
+            wait: float | None = None
+            if victim is not None:
+                wait = waiting[victim] + EVICT_AFTER - time.monotonic()
+                if wait <= 0:
+                    # Its slot (and descriptor) is free once its task has ended.
+                    self.working(victim)
+                    self._open[victim].cancel()
+                    wait = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._room.wait()
+
+    def _closed(self, connection: Connection) -> None:
+        self.working(connection)
+        del self._open[connection]
+        self._room.set()
