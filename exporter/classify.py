@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from exporter.verdicts import Verdict
 
 # ICMP host/port unreachable and RST all mean "something answered no".
 _REFUSED_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.EHOSTDOWN}
+# The exporter's own process or machine ran out of descriptors or buffers: not the target.
+_EXPORTER_EXHAUSTED_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # How getaddrinfo says what went wrong resolving a proxy's name.
 _GAI_VERDICTS = {socket.EAI_NONAME: Verdict.DNS_NXDOMAIN, socket.EAI_AGAIN: Verdict.DNS_TIMEOUT}
 # A reset, or a close that the protocol did not expect (EOF inside TLS or HTTP).
@@ -42,8 +45,13 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+log = logging.getLogger(__name__)
+
+
 def verdict(failure: errors.ProbeFailure) -> Verdict:
     """The verdict of a failure raised by a probe layer."""
+    if exporter_exhausted(failure):
+        return exporter_failure(failure)
     if isinstance(failure, errors.ResolveFailure):
         return failure.verdict
     if isinstance(failure, errors.ResolveTimeout):
@@ -151,6 +159,17 @@ def udp_failure(failure: errors.UdpFailure) -> Verdict:
     if isinstance(failure, errors.UdpTimeout):
         return Verdict.UDP_TIMEOUT
     return Verdict.UDP_ERROR
+
+
+def exporter_exhausted(exc: BaseException) -> bool:
+    """True when `exc` says the exporter itself ran out of file descriptors (or socket
+    buffers): the run says nothing about the target, so its verdict is `error`. Logged at
+    error, since it needs the operator (LimitNOFILE, --web.max-connections)."""
+    for cause in causes(exc):
+        if isinstance(cause, OSError) and cause.errno in _EXPORTER_EXHAUSTED_ERRNOS:
+            log.error("the exporter ran out of resources for a probe: %s", cause)
+            return True
+    return False
 
 
 def exporter_failure(exc: BaseException | None = None) -> Verdict:

@@ -12,9 +12,9 @@ import resource
 # Sockets one probe can hold at once: a dns check asks its resolvers and the control
 # together (three or four sockets); every other kind holds one at a time.
 FDS_PER_PROBE = 4
-# The process itself: stdio, the event loop's selector and self-pipe, the listening
-# sockets' spares, log and configuration files, the CA bundle being read, thread wake-ups.
-FDS_BASE = 64
+# The process itself: stdio, the event loop's selector and self-pipe, log and configuration
+# files, the CA bundle being read (a running exporter holds about 12; twice that, rounded).
+FDS_BASE = 32
 
 log = logging.getLogger(__name__)
 

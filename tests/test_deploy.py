@@ -16,7 +16,9 @@ import bcrypt
 import pytest
 import yaml
 
-from exporter import webconfig
+from exporter import fdlimit, webconfig
+from exporter.scheduler import DEFAULT_CONCURRENCY
+from exporter.webserver import DEFAULT_MAX_CONNECTIONS
 from tests.support import certs
 from tests.support.exporterproc import free_port
 from tests.support.prometheus_harness import REPO
@@ -308,3 +310,10 @@ def test_test_script_never_installs_into_the_system_interpreter() -> None:
     assert "python3-venv" in script
     assert "python3 -m pip" not in script
     assert re.search(r'"\$venv/bin/python" -m pip install .*-e .\.\[test\]', script), script
+
+
+def test_unit_open_files_limit_fits_the_web_connections_beside_the_probes() -> None:
+    """Web clients cannot take the probes' descriptors (exporter/fdlimit.py); the unit must
+    give the process at least what the default flags need, or it serves fewer clients."""
+    limit = int(unit_settings()["LimitNOFILE"][-1])
+    assert limit >= fdlimit.needed(DEFAULT_MAX_CONNECTIONS, DEFAULT_CONCURRENCY)

@@ -131,12 +131,14 @@ class Connection:
         started = bool(head_deadline)
         request: h11.Request | None = None
         body = 0
+        ended = False
         try:
             async with asyncio.timeout_at(deadline) as timer:
                 while True:
                     event = self._h11.next_event()
                     if event is h11.NEED_DATA:
                         data = await reader.read(READ_CHUNK)
+                        ended = not data
                         if data and not started:
                             started = True
                             timer.reschedule(loop.time() + HEAD_DEADLINE)
@@ -157,7 +159,7 @@ class Connection:
             log.debug("web request head not complete in time: closed")
             raise _Closed from None
         except h11.RemoteProtocolError as exc:
-            if self._h11.their_state is h11.ERROR and self._h11.our_state is h11.SEND_RESPONSE:
+            if not ended and self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 # A head that is too long or malformed; EOF mid-request needs no answer.
                 status = 431 if "too long" in str(exc).lower() else exc.error_status_hint
                 await self._refuse(status, "Bad Request")

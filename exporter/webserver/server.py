@@ -34,11 +34,11 @@ RENDER_THREADS = 2
 # Out of descriptors or memory while accepting: wait this long before the next try, rather
 # than spin on a listening socket that stays readable.
 ACCEPT_BACKOFF = 0.1
-# With every slot taken, a connection still waiting for its head is closed to make room
-# only once it is this old: clients that reconnect as fast as they are closed then cost at
-# most max_connections / EVICT_AFTER accepts a second, and a real client that sends its
-# request at once is always served before it becomes the oldest.
-EVICT_AFTER = 0.25
+# With every slot taken, the connection that has waited longest for a request head is
+# closed to make room, at most this many a second: clients that reconnect as fast as they
+# are closed then cost a bounded share of the loop, and a queue of 1,024 of them in the
+# backlog is worked through in about a second, so a real scrape behind them gets its answer.
+EVICTIONS_PER_SECOND = 1000
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,10 @@ class WebServer:
         self._open: dict[Connection, asyncio.Task[None]] = {}
         # Connections waiting for a request head, oldest first; the ones that may be closed
         # to make room. Dicts keep insertion order.
-        # Values: since when (time.monotonic()).
-        self._waiting_first: dict[Connection, float] = {}
-        self._waiting_again: dict[Connection, float] = {}
+        self._waiting_first: dict[Connection, None] = {}
+        self._waiting_again: dict[Connection, None] = {}
         self._room = asyncio.Event()
+        self._next_eviction = 0.0
 
     @property
     def ports(self) -> list[int]:
@@ -149,8 +149,7 @@ class WebServer:
     # -- what connections report ---------------------------------------------------------------
 
     def waiting(self, connection: Connection) -> None:
-        waiting = self._waiting_again if connection.served else self._waiting_first
-        waiting[connection] = time.monotonic()
+        (self._waiting_again if connection.served else self._waiting_first)[connection] = None
 
     def working(self, connection: Connection) -> None:
         self._waiting_first.pop(connection, None)
@@ -188,13 +187,14 @@ class WebServer:
     async def _make_room(self) -> None:
         while len(self._open) >= self.max_connections:
             self._room.clear()
-            waiting = self._waiting_first or self._waiting_again
-            victim = next(iter(waiting), None)
+            victim = next(iter(self._waiting_first or self._waiting_again), None)
             wait: float | None = None
             if victim is not None:
-                wait = waiting[victim] + EVICT_AFTER - time.monotonic()
+                now = time.monotonic()
+                wait = self._next_eviction - now
                 if wait <= 0:
                     # Its slot (and descriptor) is free once its task has ended.
+                    self._next_eviction = max(now, self._next_eviction) + 1 / EVICTIONS_PER_SECOND
                     self.working(victim)
                     self._open[victim].cancel()
                     wait = None

@@ -27,10 +27,18 @@ def free_port() -> int:
 
 
 class ExporterProcess:
-    def __init__(self, config: Path, args: Sequence[str] = (), port: int | None = None) -> None:
+    def __init__(
+        self,
+        config: Path,
+        args: Sequence[str] = (),
+        port: int | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """`prefix`: a command that runs the exporter, such as `prlimit --nofile=128`."""
         self.config = config
         self.port = port or free_port()
         self.args = list(args)
+        self.prefix = list(prefix)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config.with_suffix(".log")
 
@@ -41,7 +49,7 @@ class ExporterProcess:
     def start(self, ready_timeout: float = 15.0) -> ExporterProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", f"--config.file={self.config}",
+            [*self.prefix, sys.executable, "-m", "exporter", f"--config.file={self.config}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=debug", *self.args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(REPO)},
