@@ -19,6 +19,7 @@ import yaml
 from exporter import fdlimit, webconfig
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.webserver import DEFAULT_MAX_CONNECTIONS
+from exporter.webserver.server import BACKLOG
 from tests.support import certs
 from tests.support.exporterproc import free_port
 from tests.support.prometheus_harness import REPO
@@ -315,5 +316,7 @@ def test_test_script_never_installs_into_the_system_interpreter() -> None:
 def test_unit_open_files_limit_fits_the_web_connections_beside_the_probes() -> None:
     """Web clients cannot take the probes' descriptors (exporter/fdlimit.py); the unit must
     give the process at least what the default flags need, or it serves fewer clients."""
-    limit = int(unit_settings()["LimitNOFILE"][-1])
-    assert limit >= fdlimit.needed(DEFAULT_MAX_CONNECTIONS, DEFAULT_CONCURRENCY)
+    soft, _, hard = unit_settings()["LimitNOFILE"][-1].partition(":")
+    assert int(soft) >= fdlimit.needed(DEFAULT_MAX_CONNECTIONS, DEFAULT_CONCURRENCY)
+    assert int(soft) <= BACKLOG + DEFAULT_MAX_CONNECTIONS
+    assert int(hard or soft) >= int(soft)
