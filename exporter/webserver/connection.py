@@ -55,6 +55,7 @@ class ConnectionHost(Protocol):
 
     def waiting(self, connection: Connection) -> None: ...
     def working(self, connection: Connection) -> None: ...
+    def closed(self, connection: Connection, task: asyncio.Task[None] | None) -> None: ...
     async def handle(self, request: Request) -> Reply: ...
 
 
@@ -64,16 +65,74 @@ class Connection:
         self._sock = sock
         self._tls = tls
         self.accepted = time.monotonic()
+        # The server's accept-loop turn in which it was accepted.
+        self.turn = 0
         # Completed requests: eviction spares clients that have been served before.
         self.served = 0
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         self._transport: asyncio.Transport | None = None
+        self._task: asyncio.Task[None] | None = None
+        # What arrived before the first request head was complete.
+        self._early = bytearray()
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Serve the connection. A plain one is first only watched until its first request
+        head is complete, by a reader callback and a timer: a client that never finishes
+        its request costs a descriptor and no task, and is closed at once when evicted."""
+        self._host.waiting(self)
+        if self._tls is not None:
+            self._start_task()
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._sock.fileno(), self._read_early)
+        self._deadline = loop.call_later(HEAD_DEADLINE, self.close)
+
+    def _read_early(self) -> None:
+        try:
+            data = self._sock.recv(READ_CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()  # hung up before a whole head: nothing was asked
+            return
+        self._early += data
+        if b"\r\n\r\n" in self._early or len(self._early) > MAX_HEAD:
+            self._stop_watching()
+            self._start_task()
+
+    def _stop_watching(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _start_task(self) -> None:
+        self._task = asyncio.create_task(self.serve())
+        self._task.add_done_callback(lambda task: self._host.closed(self, task))
+
+    def close(self) -> None:
+        """Close now: evicted, or out of time for the first head."""
+        if self._task is not None:
+            self._task.cancel()
+            return
+        self._stop_watching()
+        self._sock.close()
+        self._host.closed(self, None)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        return self._task
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=READ_CHUNK, loop=loop)
         transport: asyncio.BaseTransport | None = None
-        self._host.waiting(self)
+        if self._early:
+            self._h11.receive_data(bytes(self._early))
+            self._early.clear()
         try:
             try:
                 async with asyncio.timeout(HEAD_DEADLINE):

@@ -44,6 +44,7 @@ EVICTION_BURST = 64
 # Out of tokens, wait for this many before evicting again: one turn of the loop per batch,
 # not one per eviction (a turn takes milliseconds under a flood).
 EVICTION_BATCH = 16
+EVICT_AFTER_TURNS = 2
 # Connections accepted in one turn of the loop at most.
 ACCEPT_BATCH = 64
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -121,12 +122,15 @@ class WebServer:
                 sock.close()
             raise
         self._accepting: list[asyncio.Task[None]] = []
-        self._open: dict[Connection, asyncio.Task[None]] = {}
+        self._open: dict[Connection, None] = {}
         # Connections waiting for a request head, oldest first; the ones that may be closed
         # to make room. Dicts keep insertion order.
         self._waiting_first: dict[Connection, None] = {}
         self._waiting_again: dict[Connection, None] = {}
         self._room = asyncio.Event()
+        # Turns of the accept loop; a connection is evicted only once its own reader has
+        # had its turn (the accept loop runs before the readers in a turn of the loop).
+        self._turn = 0
         self._tokens: float = EVICTION_BURST
         self._tokens_at = time.monotonic()
 
@@ -145,10 +149,12 @@ class WebServer:
             log.info("listening address=%s port=%s", *sock.getsockname()[:2])
 
     async def stop(self) -> None:
-        tasks = self._accepting + list(self._open.values())
-        for task in tasks:
+        for task in self._accepting:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        serving = [c.task for c in self._open if c.task is not None]
+        for connection in list(self._open):
+            connection.close()
+        await asyncio.gather(*self._accepting, *serving, return_exceptions=True)
         for sock in self._sockets:
             sock.close()
         self.auth_pool.shutdown(wait=False, cancel_futures=True)
@@ -196,6 +202,7 @@ class WebServer:
                 self._serve(sock)
             # Yield, so that a flood of connections cannot keep the probes off the loop.
             await asyncio.sleep(0)
+            self._turn += 1
 
     async def _accept_failed(self, exc: OSError) -> None:
         if exc.errno not in _ACCEPT_EXHAUSTED:
@@ -208,9 +215,9 @@ class WebServer:
 
     def _serve(self, sock: socket.socket) -> None:
         connection = Connection(self, sock, self.web_config().ssl_context)
-        task = asyncio.create_task(connection.serve())
-        self._open[connection] = task
-        task.add_done_callback(lambda task, c=connection: self._closed(c, task))  # type: ignore[misc]
+        connection.turn = self._turn
+        self._open[connection] = None
+        connection.start()
 
     def _room_now(self) -> bool:
         """True when one more connection fits, if need be by evicting one now."""
@@ -219,6 +226,8 @@ class WebServer:
         victim = next(iter(self._waiting_first or self._waiting_again), None)
         if victim is None or self._eviction_tokens() < 1:
             return False
+        if victim.turn > self._turn - EVICT_AFTER_TURNS:
+            return False  # accepted too recently to have read what its client sent
         self._tokens -= 1
         self._evict(victim)
         return True
@@ -236,20 +245,24 @@ class WebServer:
             self._room.clear()
             wait: float | None = None
             if self._waiting_first or self._waiting_again:
-                wait = (EVICTION_BATCH - self._eviction_tokens()) / EVICTIONS_PER_SECOND
+                tokens = (EVICTION_BATCH - self._eviction_tokens()) / EVICTIONS_PER_SECOND
+                wait = max(tokens, 0.001)  # at least a turn of the loop
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._room.wait()
+            self._turn += 1
 
     def _evict(self, victim: Connection) -> None:
-        # Its slot is free at once; its descriptor within a loop iteration or two, when its
-        # task has ended (the connections accepted meanwhile stay within the FD margin).
+        # Its slot is free at once; so is its descriptor when it has not sent a whole head
+        # yet, else when its task has ended, a loop turn or two later (the connections
+        # accepted meanwhile stay within the FD budget's margin).
         self.working(victim)
-        self._open.pop(victim).cancel()
+        self._open.pop(victim, None)
+        victim.close()
 
-    def _closed(self, connection: Connection, task: asyncio.Task[None]) -> None:
+    def closed(self, connection: Connection, task: asyncio.Task[None] | None) -> None:
         self.working(connection)
         self._open.pop(connection, None)
         self._room.set()
-        if not task.cancelled() and task.exception() is not None:
+        if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("web connection failed", exc_info=task.exception())
