@@ -217,7 +217,15 @@ class WebServer:
         connection = Connection(self, sock, self.web_config().ssl_context)
         connection.turn = self._turn
         self._open[connection] = None
-        connection.start()
+        try:
+            connection.start()
+        except Exception:
+            # asyncio refuses a descriptor it still maps to a transport that some other code
+            # closed under it ("is used by transport"): a bug elsewhere, which must cost this
+            # one client, not the accept loop.
+            log.exception("cannot serve a web connection")
+            self.closed(connection, None)
+            sock.close()
 
     def _room_now(self) -> bool:
         """True when one more connection fits, if need be by evicting one now."""
