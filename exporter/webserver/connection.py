@@ -13,6 +13,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Protocol
 
 import h11
@@ -75,6 +76,7 @@ class Connection:
         # What arrived before the first request head was complete.
         self._early = bytearray()
         self._deadline: asyncio.TimerHandle | None = None
+        self._head_arrived = False
 
     def start(self) -> None:
         """Serve the connection. A plain one is first only watched until its first request
@@ -101,6 +103,9 @@ class Connection:
         self._early += data
         if b"\r\n\r\n" in self._early or len(self._early) > MAX_HEAD:
             self._stop_watching()
+            # A whole head: no longer a candidate for eviction while its task starts.
+            self._head_arrived = True
+            self._host.working(self)
             self._start_task()
 
     def _stop_watching(self) -> None:
@@ -171,7 +176,8 @@ class Connection:
     ) -> None:
         head_deadline = loop.time() + HEAD_DEADLINE - (time.monotonic() - self.accepted)
         while True:
-            self._host.waiting(self)
+            if self.served or not self._head_arrived:
+                self._host.waiting(self)
             request = await self._read_request(loop, reader, head_deadline)
             self._host.working(self)
             reply = await self._answer(request)
@@ -220,8 +226,8 @@ class Connection:
         except h11.RemoteProtocolError as exc:
             if not ended and self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                 # A head that is too long or malformed; EOF mid-request needs no answer.
-                status = 431 if "too long" in str(exc).lower() else exc.error_status_hint
-                await self._refuse(status, "Bad Request")
+                status = exc.error_status_hint  # h11: 431 for a head too long
+                await self._refuse(status, HTTPStatus(status).phrase)
             raise _Closed from None
         except (OSError, ssl.SSLError):
             raise _Closed from None
