@@ -18,7 +18,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import __version__
 from exporter.app import Exporter
@@ -253,14 +253,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- endpoints ------------------------------------------------------------------------------
 
     def _metrics(self, query: dict[str, list[str]]) -> None:
-        encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-        self._send(200, encoder(self.exporter.registry), content_type)
+        # Pre-rendered by the store; text format 0.0.4, which every Prometheus accepts.
+        self._send(200, self.exporter.store.exposition(), CONTENT_TYPE_LATEST)
 
     def _healthy(self, query: dict[str, list[str]]) -> None:
         self._send(200, "Healthy\n")
 
     def _ready(self, query: dict[str, list[str]]) -> None:
-        if self.exporter.store.snapshot().ready:
+        if self.exporter.store.ready:
             self._send(200, "Ready\n")
         else:
             self._send(503, "Not ready\n")
