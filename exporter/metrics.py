@@ -54,6 +54,8 @@ _HTTP_KINDS = ("http", "transfer")
 
 _CHECK_HEADERS = tuple(family.header() for family in m.CHECK_FAMILIES)
 _NOT_RUN = (b"",) * len(m.CHECK_FAMILIES)
+_LATENCY = m.CHECK_FAMILIES.index(m.CHECK_LATENCY)
+_FAILURES = m.CHECK_FAMILIES.index(m.CHECK_FAILURES)
 
 
 @dataclasses.dataclass(slots=True)
@@ -77,12 +79,17 @@ class CheckState:
     def verdict(self) -> Verdict | None:
         return self.result.verdict if self.result else None
 
-    def render(self) -> None:
-        """Render this check's lines, once per recorded result (or reload)."""
+    def render(self, *, latency: bool = True, failures: bool = True) -> None:
+        """Render this check's lines, once per recorded result (or reload). An ok run leaves
+        the failure counters as they were, a failed one the latency histogram: their chunks,
+        the largest, are kept when `latency` or `failures` is False."""
         result, check = self.result, self.check
         if result is None:
             self.rendered = _NOT_RUN
             return
+        previous = self.rendered
+        if previous is _NOT_RUN:
+            latency = failures = True
         labels = label_set(m.CHECK_LABELS, (check.service, check.name, check.kind))
         extra = labels + ","
 
@@ -92,8 +99,15 @@ class CheckState:
         def each(family: m.Family, pairs: Iterable[tuple[str, float]]) -> bytes:
             return "".join(sample(family.name, extra + more, v) for more, v in pairs).encode()
 
-        failed = {str(v): 0 for v in KIND_VERDICTS.get(check.kind, ())}
-        failed.update((str(v), count) for v, count in self.failures.items())
+        if failures:
+            failed = {str(v): 0 for v in KIND_VERDICTS.get(check.kind, ())}
+            failed.update((str(v), count) for v, count in self.failures.items())
+            failures_chunk = each(
+                m.CHECK_FAILURES,
+                [(f'verdict="{v}"', float(count)) for v, count in sorted(failed.items())],
+            )
+        else:
+            failures_chunk = previous[_FAILURES]
         resolvers = result.resolvers
         is_http = check.kind in _HTTP_KINDS
         is_transfer = check.kind == "transfer"
@@ -108,12 +122,11 @@ class CheckState:
                     for phase in KIND_PHASES[check.kind]
                 ],
             ),
-            self.latency.render(m.CHECK_LATENCY, labels).encode(),
+            self.latency.render(m.CHECK_LATENCY, labels).encode()
+            if latency
+            else previous[_LATENCY],
             one(m.CHECK_RUNS, float(self.runs)),
-            each(
-                m.CHECK_FAILURES,
-                [(f'verdict="{v}"', float(count)) for v, count in sorted(failed.items())],
-            ),
+            failures_chunk,
             one(m.CHECK_LAST_RUN, result.finished),
             one(m.CHECK_LAST_CHANGE, self.since),
             b"" if self.last_success is None else one(m.CHECK_LAST_SUCCESS, self.last_success),
@@ -306,7 +319,7 @@ class ResultStore:
             else:
                 state.failures[result.verdict] = state.failures.get(result.verdict, 0) + 1
                 state.failing_runs += 1
-            state.render()
+            state.render(latency=result.ok, failures=not result.ok)
             service = self._services.get(check.service)
             tally = self._tallies.get(check.service)
             if service is not None and tally is not None and changed:
