@@ -126,11 +126,25 @@ TRANSFER_RATE = Family(
     CHECK_LABELS,
 )
 
+TLS_FINGERPRINT_SUCCESS = Family(
+    "reachability_tls_fingerprint_success",
+    GAUGE,
+    "1 when the browser-shaped ClientHello got a ServerHello in the last run, else 0.",
+    (*CHECK_LABELS, "fingerprint"),
+)
+TRANSFER_DIRECTION_INFO = Family(
+    "reachability_transfer_direction_info",
+    GAUGE,
+    "The direction of a transfer check (value 1).",
+    (*CHECK_LABELS, "direction"),
+)
+
 CHECK_FAMILIES = (
     CHECK_SUCCESS, CHECK_VERDICT, CHECK_DURATION, CHECK_PHASE, CHECK_LATENCY, CHECK_RUNS,
     CHECK_FAILURES, CHECK_LAST_RUN, CHECK_LAST_CHANGE, CHECK_LAST_SUCCESS,
     CHECK_CONSECUTIVE_FAILURES, CHECK_INTERVAL, CHECK_INFO, DNS_ANSWERS, DNS_RESOLVER_VERDICT,
-    TLS_CERT_EXPIRY, HTTP_STATUS_CODE, TRANSFER_BYTES, TRANSFER_RATE,
+    TLS_CERT_EXPIRY, HTTP_STATUS_CODE, TRANSFER_BYTES, TRANSFER_RATE, TLS_FINGERPRINT_SUCCESS,
+    TRANSFER_DIRECTION_INFO,
 )  # fmt: skip
 
 # ---- per service and vantage ------------------------------------------------------------------

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from exporter import buildinfo
 from exporter import metricnames as m
-from exporter.config import Check, Config, Service
+from exporter.config import Check, Config, Service, TransferOptions
 from exporter.exposition import Histogram, label_set, label_value, sample
 from exporter.result import (
     PHASE_CONNECT,
@@ -111,6 +111,8 @@ class CheckState:
         resolvers = result.resolvers
         is_http = check.kind in _HTTP_KINDS
         is_transfer = check.kind == "transfer"
+        moved = result.bytes_received if result.bytes_sent is None else result.bytes_sent
+        direction = check.options.direction if isinstance(check.options, TransferOptions) else ""
         self.rendered = (
             one(m.CHECK_SUCCESS, 1.0 if result.ok else 0.0),
             each(m.CHECK_VERDICT, [(f'verdict="{result.verdict}"', 1.0)]),
@@ -146,8 +148,19 @@ class CheckState:
             ),
             b"" if result.cert_expiry is None else one(m.TLS_CERT_EXPIRY, result.cert_expiry),
             one(m.HTTP_STATUS_CODE, float(result.status_code or 0)) if is_http else b"",
-            one(m.TRANSFER_BYTES, float(result.bytes_received or 0)) if is_transfer else b"",
+            # An upload's bytes are those the peer acknowledged.
+            one(m.TRANSFER_BYTES, float(moved or 0)) if is_transfer else b"",
             one(m.TRANSFER_RATE, float(result.rate or 0.0)) if is_transfer else b"",
+            each(
+                m.TLS_FINGERPRINT_SUCCESS,
+                [
+                    (f'fingerprint="{label_value(shape)}"', 1.0 if ok else 0.0)
+                    for shape, ok in result.fingerprints.items()
+                ],
+            ),
+            each(m.TRANSFER_DIRECTION_INFO, [(f'direction="{direction}"', 1.0)])
+            if isinstance(check.options, TransferOptions)
+            else b"",
         )
 
 

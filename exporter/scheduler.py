@@ -18,13 +18,13 @@ import math
 from collections.abc import Coroutine
 from typing import Any
 
+from exporter.classify import exporter_failure
 from exporter.config import Check, Config
 from exporter.loopwatch import LoopWatch
 from exporter.metrics import ResultStore
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
-from exporter.verdicts import Verdict
 
 DEFAULT_CONCURRENCY = 64
 # A probe that has not finished this long after its start is waiting on the network (a
@@ -203,7 +203,7 @@ class Scheduler:
                 "service=%s check=%s verdict=%s stalled=%.2fs attempt=%d",
                 check.service, check.name, result.verdict, stalled, attempt,
             )  # fmt: skip
-        result.verdict = Verdict.ERROR
+        result.verdict = exporter_failure()
         result.detail = (
             f"the exporter's event loop stalled {stalled:.1f}s of the {check.timeout:g}s "
             "timeout in two runs in a row: no verdict about the target"

@@ -136,7 +136,8 @@ _UDP = (Verdict.UDP_TIMEOUT, Verdict.UDP_ERROR)
 KIND_VERDICTS: dict[str, tuple[Verdict, ...]] = {
     "dns": (*_RESOLVE, Verdict.DNS_MISMATCH, Verdict.ERROR),
     "tcp": (*_RESOLVE, *_TCP, Verdict.ERROR),
-    "tls": (*_RESOLVE, *_TCP, *_TLS, Verdict.TLS_SNI_BLOCKED, Verdict.ERROR),
+    "tls": (*_RESOLVE, *_TCP, *_TLS, Verdict.TLS_SNI_BLOCKED, Verdict.TLS_FINGERPRINT_BLOCKED,
+            Verdict.ERROR),
     "http": (*_RESOLVE, *_TCP, *_TLS, *_HTTP, Verdict.ERROR),
     "transfer": (*_RESOLVE, *_TCP, *_TLS, *_HTTP, Verdict.STALLED, Verdict.THROTTLED,
                  Verdict.ERROR),

@@ -15,6 +15,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
+from exporter.config import TransferOptions
 from exporter.metrics import KIND_PHASES, ResultStore, Snapshot
 
 NAMESPACE = "reachability"
@@ -36,6 +37,8 @@ class PreviousCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         snap = self.store.snapshot()
         yield from _check_families(snap)
+        yield from _fingerprint_families(snap)
+        yield from _transfer_direction_families(snap)
         yield from _service_families(snap)
         yield from _exporter_families(snap)
 
@@ -129,12 +132,45 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
         if check.kind in ("http", "transfer"):
             status_code.add_metric(labels, float(result.status_code or 0))
         if check.kind == "transfer":
-            transfer_bytes.add_metric(labels, float(result.bytes_received or 0))
+            # An upload's bytes are those the peer acknowledged.
+            moved = result.bytes_received if result.bytes_sent is None else result.bytes_sent
+            transfer_bytes.add_metric(labels, float(moved or 0))
             transfer_rate.add_metric(labels, float(result.rate or 0.0))
     yield from (success, verdict, duration, phase, latency, runs, failures, last_run)
     yield from (last_change, last_success, failing_runs, interval, info, dns_answers)
     yield from (dns_verdict, cert_expiry)
     yield from (status_code, transfer_bytes, transfer_rate)
+
+
+def _fingerprint_families(snap: Snapshot) -> Iterator[Metric]:
+    """tls `fingerprints`: one series per listed browser shape, from the last run."""
+    family = _gauge(
+        "tls_fingerprint_success",
+        "1 when the browser-shaped ClientHello got a ServerHello in the last run, else 0.",
+        [*CHECK_LABELS, "fingerprint"],
+    )
+    for state in snap.states.values():
+        result, check = state.result, state.check
+        if result is None:
+            continue
+        for shape, ok in result.fingerprints.items():
+            family.add_metric([check.service, check.name, check.kind, shape], 1.0 if ok else 0.0)
+    yield family
+
+
+def _transfer_direction_families(snap: Snapshot) -> Iterator[Metric]:
+    """Which way each transfer check moves its bytes, so that alerts can tell a frozen
+    upload from a frozen download."""
+    family = _gauge(
+        "transfer_direction_info",
+        "The direction of a transfer check (value 1).",
+        [*CHECK_LABELS, "direction"],
+    )
+    for state in snap.states.values():
+        check, options = state.check, state.check.options
+        if state.result is not None and isinstance(options, TransferOptions):
+            family.add_metric([check.service, check.name, check.kind, options.direction], 1.0)
+    yield family
 
 
 def _service_families(snap: Snapshot) -> Iterator[Metric]:
