@@ -23,39 +23,31 @@ from exporter import buildinfo
 from exporter import metricnames as m
 from exporter.config import Check, Config, Service, TransferOptions
 from exporter.exposition import Histogram, label_set, label_value, sample
+from exporter.kinds import REGISTRY
 from exporter.result import (
-    PHASE_CONNECT,
-    PHASE_FIRST_BYTE,
-    PHASE_RESOLVE,
-    PHASE_TLS,
-    PHASE_TRANSFER,
     Result,
 )
 from exporter.vantage import vantage_state
-from exporter.verdicts import KIND_VERDICTS, VantageState, Verdict
+from exporter.verdicts import EXPORTER_FAILURES, VantageState, Verdict
 
 # Latency of successful runs: from a nearby resolver (ms) to a slow transfer (tens of s).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
 STALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# The phases each kind goes through; all are exported from the first run on, so that a run
-# that failed early reads as 0 in the later phases rather than as a missing series.
-KIND_PHASES: dict[str, tuple[str, ...]] = {
-    "dns": (PHASE_RESOLVE,),
-    "tcp": (PHASE_RESOLVE, PHASE_CONNECT),
-    "tls": (PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS),
-    "http": (PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS, PHASE_FIRST_BYTE, PHASE_TRANSFER),
-    "transfer": (PHASE_RESOLVE, PHASE_CONNECT, PHASE_TLS, PHASE_FIRST_BYTE, PHASE_TRANSFER),
-    "stun": (PHASE_RESOLVE, PHASE_FIRST_BYTE),
-    "quic": (PHASE_RESOLVE, PHASE_TLS),
-}
 _HTTP_KINDS = ("http", "transfer")
 
 _CHECK_HEADERS = tuple(family.header() for family in m.CHECK_FAMILIES)
 _NOT_RUN = (b"",) * len(m.CHECK_FAMILIES)
 _LATENCY = m.CHECK_FAMILIES.index(m.CHECK_LATENCY)
 _FAILURES = m.CHECK_FAMILIES.index(m.CHECK_FAILURES)
+
+
+def failure_verdicts(kind: str) -> frozenset[Verdict]:
+    """Every failure a kind can report, each pre-created at 0 in failures_total: a counter
+    that appears only at its first increment hides that increment from increase()."""
+    found = REGISTRY.get(kind)
+    return (found.verdicts if found else frozenset()) | EXPORTER_FAILURES
 
 
 @dataclasses.dataclass(slots=True)
@@ -100,7 +92,7 @@ class CheckState:
             return "".join(sample(family.name, extra + more, v) for more, v in pairs).encode()
 
         if failures:
-            failed = {str(v): 0 for v in KIND_VERDICTS.get(check.kind, ())}
+            failed = {str(v): 0 for v in failure_verdicts(check.kind)}
             failed.update((str(v), count) for v, count in self.failures.items())
             failures_chunk = each(
                 m.CHECK_FAILURES,
@@ -121,7 +113,7 @@ class CheckState:
                 m.CHECK_PHASE,
                 [
                     (f'phase="{phase}"', result.phases.get(phase, 0.0))
-                    for phase in KIND_PHASES[check.kind]
+                    for phase in REGISTRY[check.kind].phases
                 ],
             ),
             self.latency.render(m.CHECK_LATENCY, labels).encode()

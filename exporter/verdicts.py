@@ -115,33 +115,3 @@ class VantageState(enum.StrEnum):
     WHITELIST = "whitelist"
     OFFLINE = "offline"
     UNKNOWN = "unknown"
-
-
-# The failure verdicts each kind of check can give, so that reachability_check_failures_total
-# has a zero series for every one of them from the first run on (a counter that appears only
-# at its first increment hides that increment from increase()). Every kind but dns resolves
-# its target first, and any run can end in `error`.
-_RESOLVE = (
-    Verdict.DNS_NXDOMAIN, Verdict.DNS_NODATA, Verdict.DNS_TIMEOUT, Verdict.DNS_ERROR,
-    Verdict.DNS_BOGON,
-)  # fmt: skip
-_TCP = (Verdict.TCP_TIMEOUT, Verdict.TCP_REFUSED, Verdict.TCP_ERROR)
-_TLS = (Verdict.TLS_RESET, Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR)
-_HTTP = (
-    Verdict.HTTP_BLOCKPAGE, Verdict.HTTP_STATUS, Verdict.HTTP_RESET, Verdict.HTTP_TIMEOUT,
-    Verdict.HTTP_ERROR,
-)  # fmt: skip
-_UDP = (Verdict.UDP_TIMEOUT, Verdict.UDP_ERROR)
-
-KIND_VERDICTS: dict[str, tuple[Verdict, ...]] = {
-    "dns": (*_RESOLVE, Verdict.DNS_MISMATCH, Verdict.ERROR),
-    "tcp": (*_RESOLVE, *_TCP, Verdict.ERROR),
-    "tls": (*_RESOLVE, *_TCP, *_TLS, Verdict.TLS_SNI_BLOCKED, Verdict.TLS_FINGERPRINT_BLOCKED,
-            Verdict.ERROR),
-    "http": (*_RESOLVE, *_TCP, *_TLS, *_HTTP, Verdict.ERROR),
-    "transfer": (*_RESOLVE, *_TCP, *_TLS, *_HTTP, Verdict.STALLED, Verdict.THROTTLED,
-                 Verdict.ERROR),
-    "stun": (*_RESOLVE, *_UDP, Verdict.ERROR),
-    "quic": (*_RESOLVE, *_UDP, Verdict.TLS_TIMEOUT, Verdict.TLS_CERT_INVALID, Verdict.TLS_ERROR,
-             Verdict.ERROR),
-}  # fmt: skip

@@ -1,4 +1,4 @@
-"""The table of failure verdicts per kind (exporter.verdicts.KIND_VERDICTS), which pre-creates
+"""The failure verdicts of each kind (the registry, exporter/kinds.py), which pre-create
 reachability_check_failures_total's zero series, against what the real probes return when
 real loopback peers fail them in each layer: a probe giving a verdict its kind's table lacks
 would start a series from 1 instead of 0, hiding that failure from increase()."""
@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from exporter.verdicts import KIND_VERDICTS, Verdict
+from exporter.kinds import REGISTRY
+from exporter.metrics import failure_verdicts
+from exporter.verdicts import Verdict
 from tests.support import certs, webservers
 from tests.support.dnsserver import DnsServer
 from tests.support.dnsserver import closed_port as closed_udp_port
@@ -70,7 +72,7 @@ async def test_every_failure_a_probe_returns_is_in_its_kinds_table() -> None:
             }
             result = await webservers.probe(check, timeout="2s", resolvers={"local": found["dns"]})
             assert result.verdict is not Verdict.OK, (check, result.detail)
-            assert result.verdict in KIND_VERDICTS[kind], (check, result.verdict, result.detail)
+            assert result.verdict in failure_verdicts(kind), (check, result.verdict, result.detail)
             seen.setdefault(kind, set()).add(result.verdict)
     # The runs above did reach the layers they were meant to.
     assert seen["tls"] >= {Verdict.TLS_TIMEOUT, Verdict.TLS_RESET, Verdict.TLS_CERT_INVALID}
@@ -78,7 +80,7 @@ async def test_every_failure_a_probe_returns_is_in_its_kinds_table() -> None:
     assert Verdict.DNS_NXDOMAIN in seen["dns"] and Verdict.DNS_NXDOMAIN in seen["tcp"]
 
 
-@pytest.mark.parametrize("kind", sorted(KIND_VERDICTS))
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
 def test_every_kind_but_dns_can_fail_in_resolving_its_target(kind: str) -> None:
     resolving = {Verdict.DNS_NXDOMAIN, Verdict.DNS_NODATA, Verdict.DNS_TIMEOUT, Verdict.DNS_ERROR}
-    assert resolving <= set(KIND_VERDICTS[kind])
+    assert resolving <= set(failure_verdicts(kind))

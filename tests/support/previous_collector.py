@@ -16,7 +16,8 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.config import TransferOptions
-from exporter.metrics import KIND_PHASES, ResultStore, Snapshot
+from exporter.kinds import REGISTRY, Evidence
+from exporter.metrics import ResultStore, Snapshot
 
 NAMESPACE = "reachability"
 
@@ -107,11 +108,14 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
         if result is None:
             continue
         check = state.check
+        kind = REGISTRY[check.kind]
         labels = [check.service, check.name, check.kind]
         success.add_metric(labels, 1.0 if result.ok else 0.0)
         verdict.add_metric([*labels, str(result.verdict)], 1.0)
         duration.add_metric(labels, result.duration)
-        for name in KIND_PHASES[check.kind]:
+        # Every phase of the kind, from the first run on: a run that failed early reads as
+        # 0 in the later phases rather than as a missing series.
+        for name in kind.phases:
             phase.add_metric([*labels, name], result.phases.get(name, 0.0))
         latency.add_metric(labels, state.latency.cumulative(), state.latency.total)
         runs.add_metric(labels, float(state.runs))
@@ -124,14 +128,14 @@ def _check_families(snap: Snapshot) -> Iterator[Metric]:
         failing_runs.add_metric(labels, float(state.failing_runs))
         interval.add_metric(labels, check.interval)
         info.add_metric([*labels, check.target], 1.0)
-        for answer in result.resolvers:
+        for answer in result.resolvers if Evidence.DNS_ANSWERS in kind.evidence else ():
             dns_answers.add_metric([*labels, answer.resolver], float(len(answer.addresses)))
             dns_verdict.add_metric([*labels, answer.resolver, str(answer.verdict)], 1.0)
-        if result.cert_expiry is not None:
+        if result.cert_expiry is not None and Evidence.CERT_EXPIRY in kind.evidence:
             cert_expiry.add_metric(labels, result.cert_expiry)
-        if check.kind in ("http", "transfer"):
+        if Evidence.STATUS_CODE in kind.evidence:
             status_code.add_metric(labels, float(result.status_code or 0))
-        if check.kind == "transfer":
+        if Evidence.TRANSFER in kind.evidence:
             # An upload's bytes are those the peer acknowledged.
             moved = result.bytes_received if result.bytes_sent is None else result.bytes_sent
             transfer_bytes.add_metric(labels, float(moved or 0))
@@ -151,7 +155,7 @@ def _fingerprint_families(snap: Snapshot) -> Iterator[Metric]:
     )
     for state in snap.states.values():
         result, check = state.result, state.check
-        if result is None:
+        if result is None or Evidence.FINGERPRINTS not in REGISTRY[check.kind].evidence:
             continue
         for shape, ok in result.fingerprints.items():
             family.add_metric([check.service, check.name, check.kind, shape], 1.0 if ok else 0.0)
