@@ -35,7 +35,7 @@ from exporter.config.model import (
 )
 from exporter.config.values import NAME_RE, TargetForm
 from exporter.probeenv import ProbeEnv
-from exporter.probes import dns, http, quic, stun, tcp, tls, transfer
+from exporter.probes import dns, http, stun, tcp, tls, transfer
 from exporter.result import (
     PHASE_CONNECT,
     PHASE_FIRST_BYTE,
@@ -191,6 +191,14 @@ def _register(*kinds: Kind) -> dict[str, Kind]:
     return registry
 
 
+async def _quic_probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
+    # aioquic and the cryptography it pulls in cost ~15 MB: only a configuration with a quic
+    # check pays for them.
+    from exporter.probes import quic
+
+    return await quic.probe(check, env, deadline)
+
+
 REGISTRY: Mapping[str, Kind] = _register(
     Kind(
         name="dns",
@@ -268,7 +276,7 @@ REGISTRY: Mapping[str, Kind] = _register(
     ),
     Kind(
         name="quic",
-        probe=quic.probe,
+        probe=_quic_probe,
         target=TargetForm.HOST_PORT,
         default_port=443,
         options=QuicOptions,

@@ -1,68 +1,56 @@
-"""The result store and the Prometheus collector that reads it.
+"""The result store: the latest result of every check, and its Prometheus exposition.
 
-Probes write results into the store as they finish; a scrape takes a snapshot under a lock
-and builds every metric family from it (client_python's custom-collector pattern), so that
-/metrics never waits for a probe and a removed check simply stops being yielded."""
+A check's lines are rendered once, when its result is recorded (text format 0.0.4, one chunk
+per metric family), so a scrape only joins bytes under a lock: at 10,000 checks rendering
+families at scrape time took seconds of GIL from the probes. `record()` is the single place a
+result enters and where a verdict change is seen."""
 
 from __future__ import annotations
 
-import bisect
-import collections
 import dataclasses
+import operator
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter import buildinfo
+from exporter import metricnames as m
 from exporter.config import Check, Config, Service, TransferOptions
-from exporter.kinds import REGISTRY, Evidence
-from exporter.result import Result
+from exporter.exposition import Histogram, label_set, label_value, sample
+from exporter.kinds import REGISTRY
+from exporter.result import (
+    Result,
+)
 from exporter.vantage import vantage_state
-from exporter.verdicts import VantageState, Verdict
-
-NAMESPACE = "reachability"
+from exporter.verdicts import EXPORTER_FAILURES, VantageState, Verdict
 
 # Latency of successful runs: from a nearby resolver (ms) to a slow transfer (tens of s).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
+STALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+_HTTP_KINDS = ("http", "transfer")
+
+_CHECK_HEADERS = tuple(family.header() for family in m.CHECK_FAMILIES)
+_NOT_RUN = (b"",) * len(m.CHECK_FAMILIES)
+_LATENCY = m.CHECK_FAMILIES.index(m.CHECK_LATENCY)
+_FAILURES = m.CHECK_FAMILIES.index(m.CHECK_FAILURES)
 
 
-class Histogram:
-    """A cumulative-on-export bucket counter (the store's own, so it can be copied into a
-    snapshot and dropped with its check)."""
-
-    def __init__(self, buckets: tuple[float, ...]) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # the last slot is +Inf
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.total += value
-
-    def copy(self) -> Histogram:
-        other = Histogram(self.buckets)
-        other.counts = list(self.counts)
-        other.total = self.total
-        return other
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        out, running = [], 0
-        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
-            running += count
-            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
-        return out
+def failure_verdicts(kind: str) -> frozenset[Verdict]:
+    """Every failure a kind can report, each pre-created at 0 in failures_total: a counter
+    that appears only at its first increment hides that increment from increase()."""
+    found = REGISTRY.get(kind)
+    return (found.verdicts if found else frozenset()) | EXPORTER_FAILURES
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class CheckState:
     check: Check
     result: Result | None = None
@@ -70,17 +58,153 @@ class CheckState:
     last_success: float | None = None  # end of the last ok run
     failing_runs: int = 0  # non-ok runs in a row
     runs: int = 0
-    failures: collections.Counter[Verdict] = dataclasses.field(default_factory=collections.Counter)
+    # Only verdicts that occurred; the exposition adds zeros for the rest of the kind's.
+    failures: dict[Verdict, int] = dataclasses.field(default_factory=dict)
     latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    # One chunk of text-format lines per family of metricnames.CHECK_FAMILIES.
+    rendered: tuple[bytes, ...] = _NOT_RUN
 
     def copy(self) -> CheckState:
-        return dataclasses.replace(
-            self, failures=collections.Counter(self.failures), latency=self.latency.copy()
-        )
+        return dataclasses.replace(self, failures=dict(self.failures), latency=self.latency.copy())
 
     @property
     def verdict(self) -> Verdict | None:
         return self.result.verdict if self.result else None
+
+    def render(self, *, latency: bool = True, failures: bool = True) -> None:
+        """Render this check's lines, once per recorded result (or reload). An ok run leaves
+        the failure counters as they were, a failed one the latency histogram: their chunks,
+        the largest, are kept when `latency` or `failures` is False."""
+        result, check = self.result, self.check
+        if result is None:
+            self.rendered = _NOT_RUN
+            return
+        previous = self.rendered
+        if previous is _NOT_RUN:
+            latency = failures = True
+        labels = label_set(m.CHECK_LABELS, (check.service, check.name, check.kind))
+        extra = labels + ","
+
+        def one(family: m.Family, value: float) -> bytes:
+            return sample(family.name, labels, value).encode()
+
+        def each(family: m.Family, pairs: Iterable[tuple[str, float]]) -> bytes:
+            return "".join(sample(family.name, extra + more, v) for more, v in pairs).encode()
+
+        if failures:
+            failed = {str(v): 0 for v in failure_verdicts(check.kind)}
+            failed.update((str(v), count) for v, count in self.failures.items())
+            failures_chunk = each(
+                m.CHECK_FAILURES,
+                [(f'verdict="{v}"', float(count)) for v, count in sorted(failed.items())],
+            )
+        else:
+            failures_chunk = previous[_FAILURES]
+        resolvers = result.resolvers
+        is_http = check.kind in _HTTP_KINDS
+        is_transfer = check.kind == "transfer"
+        moved = result.bytes_received if result.bytes_sent is None else result.bytes_sent
+        direction = check.options.direction if isinstance(check.options, TransferOptions) else ""
+        self.rendered = (
+            one(m.CHECK_SUCCESS, 1.0 if result.ok else 0.0),
+            each(m.CHECK_VERDICT, [(f'verdict="{result.verdict}"', 1.0)]),
+            one(m.CHECK_DURATION, result.duration),
+            each(
+                m.CHECK_PHASE,
+                [
+                    (f'phase="{phase}"', result.phases.get(phase, 0.0))
+                    for phase in REGISTRY[check.kind].phases
+                ],
+            ),
+            self.latency.render(m.CHECK_LATENCY, labels).encode()
+            if latency
+            else previous[_LATENCY],
+            one(m.CHECK_RUNS, float(self.runs)),
+            failures_chunk,
+            one(m.CHECK_LAST_RUN, result.finished),
+            one(m.CHECK_LAST_CHANGE, self.since),
+            b"" if self.last_success is None else one(m.CHECK_LAST_SUCCESS, self.last_success),
+            one(m.CHECK_CONSECUTIVE_FAILURES, float(self.failing_runs)),
+            one(m.CHECK_INTERVAL, check.interval),
+            each(m.CHECK_INFO, [(f'target="{label_value(check.target)}"', 1.0)]),
+            each(
+                m.DNS_ANSWERS,
+                [(f'resolver="{label_value(a.resolver)}"', len(a.addresses)) for a in resolvers],
+            ),
+            each(
+                m.DNS_RESOLVER_VERDICT,
+                [
+                    (f'resolver="{label_value(a.resolver)}",verdict="{a.verdict}"', 1.0)
+                    for a in resolvers
+                ],
+            ),
+            b"" if result.cert_expiry is None else one(m.TLS_CERT_EXPIRY, result.cert_expiry),
+            one(m.HTTP_STATUS_CODE, float(result.status_code or 0)) if is_http else b"",
+            # An upload's bytes are those the peer acknowledged.
+            one(m.TRANSFER_BYTES, float(moved or 0)) if is_transfer else b"",
+            one(m.TRANSFER_RATE, float(result.rate or 0.0)) if is_transfer else b"",
+            each(
+                m.TLS_FINGERPRINT_SUCCESS,
+                [
+                    (f'fingerprint="{label_value(shape)}"', 1.0 if ok else 0.0)
+                    for shape, ok in result.fingerprints.items()
+                ],
+            ),
+            each(m.TRANSFER_DIRECTION_INFO, [(f'direction="{direction}"', 1.0)])
+            if isinstance(check.options, TransferOptions)
+            else b"",
+        )
+
+
+class _ServiceTally:
+    """What a service's two series need, kept up to date run by run: with every check of a
+    service re-read on each run, 10,000 checks in one service cost O(n²) at start."""
+
+    __slots__ = ("failing", "index", "pending")
+
+    def __init__(self, service: Service, states: Mapping[tuple[str, str], CheckState]) -> None:
+        self.index = {check.name: i for i, check in enumerate(service.checks)}
+        self.pending = 0  # checks without a result yet
+        self.failing: dict[int, Verdict] = {}  # configuration index -> non-ok verdict
+        for i, check in enumerate(service.checks):
+            state = states.get(check.key)
+            if state is None or state.result is None:
+                self.pending += 1
+            elif state.result.verdict is not Verdict.OK:
+                self.failing[i] = state.result.verdict
+
+    def outcome(self) -> tuple[bool, Verdict] | None:
+        if self.pending:
+            return None
+        if not self.failing:
+            return True, Verdict.OK
+        return False, self.failing[min(self.failing)]
+
+
+def service_outcome(
+    service: Service, states: Mapping[tuple[str, str], CheckState]
+) -> tuple[bool, Verdict] | None:
+    """(up, verdict) once every check of the service has run, else None: the verdict is the
+    first failing check's, in configuration order."""
+    found = [states.get(c.key) for c in service.checks]
+    if any(state is None or state.result is None for state in found):
+        return None
+    for state in found:
+        assert state is not None and state.result is not None
+        if state.result.verdict is not Verdict.OK:
+            return False, state.result.verdict
+    return True, Verdict.OK
+
+
+def vantage_of(
+    services: Iterable[Service], states: Mapping[tuple[str, str], CheckState]
+) -> VantageState:
+    controls = []
+    for service in services:
+        if service.role == "control":
+            outcome = service_outcome(service, states)
+            controls.append((service.scope, None if outcome is None else outcome[0]))
+    return vantage_state(controls)
 
 
 @dataclasses.dataclass
@@ -99,13 +223,7 @@ class Snapshot:
 
     def service_result(self, service: Service) -> tuple[bool, Verdict] | None:
         """(up, verdict) once every check of the service has run, else None."""
-        states = self.service_states(service)
-        if len(states) != len(service.checks) or any(s.result is None for s in states):
-            return None
-        for state in states:
-            if state.verdict is not Verdict.OK:
-                return False, state.verdict or Verdict.ERROR
-        return True, Verdict.OK
+        return service_outcome(service, self.states)
 
     def service_since(self, service: Service) -> float | None:
         """When the service's verdict last changed: the newest change among its checks."""
@@ -113,25 +231,38 @@ class Snapshot:
         return max((s.since for s in states if s.result), default=None)
 
     def vantage(self) -> VantageState:
-        controls = []
-        for service in self.services:
-            if service.role == "control":
-                result = self.service_result(service)
-                controls.append((service.scope, None if result is None else result[0]))
-        return vantage_state(controls)
+        return vantage_of(self.services, self.states)
+
+
+def _process_exposition() -> Callable[[], bytes]:
+    registry = CollectorRegistry()
+    registry.register(ProcessCollector(registry=None))
+    return lambda: generate_latest(registry)
 
 
 class ResultStore:
     """Latest results per check, written from the event loop, read from web threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, process_metrics: bool = True) -> None:
         self._lock = threading.Lock()
-        self._services: list[Service] = []
+        self._services: dict[str, Service] = {}
         self._states: dict[tuple[str, str], CheckState] = {}
+        self._service_lines: dict[str, tuple[bytes, bytes]] = {}
+        self._tallies: dict[str, _ServiceTally] = {}
+        self._vantage_line = b""
         self._lag = Histogram(LAG_BUCKETS)
+        self._stall = Histogram(STALL_BUCKETS)
+        self._stalled_runs = 0
         self._reload_successful = False
         self._reload_success_timestamp = 0.0
         self._ready = False
+        self._build_info = sample(
+            m.BUILD_INFO.name,
+            label_set(m.BUILD_INFO.labels, buildinfo.labels()),
+            1.0,
+        ).encode()
+        self._process = _process_exposition() if process_metrics else (lambda: b"")
+        self._render_vantage()
 
     def apply_config(self, config: Config) -> None:
         """Keep the state of checks that remain (their "since" survives a reload), start
@@ -142,10 +273,19 @@ class ResultStore:
                 state = self._states.get(check.key)
                 if state is None or state.check.kind != check.kind:
                     state = CheckState(check)
-                state.check = check
+                if state.check != check:
+                    state.check = check
+                    state.render()
                 states[check.key] = state
             self._states = states
-            self._services = list(config.services.values())
+            self._services = dict(config.services)
+            self._service_lines = {}
+            self._tallies = {
+                name: _ServiceTally(service, states) for name, service in self._services.items()
+            }
+            for service in self._services.values():
+                self._render_service(service)
+            self._render_vantage()
             self.mark_reload(True)
 
     def mark_reload(self, successful: bool) -> None:
@@ -161,12 +301,19 @@ class ResultStore:
         with self._lock:
             self._ready = True
 
+    @property
+    def ready(self) -> bool:
+        """Cheap to ask (no snapshot): /-/ready is polled."""
+        return self._ready
+
     def record(self, check: Check, result: Result) -> None:
         with self._lock:
             state = self._states.get(check.key)
             if state is None or state.check != check:
                 return  # removed or changed by a reload while it ran
-            if state.verdict is not result.verdict:
+            previous = state.verdict
+            changed = previous is not result.verdict
+            if changed:
                 state.since = result.finished
             state.result = result
             state.runs += 1
@@ -175,17 +322,39 @@ class ResultStore:
                 state.last_success = result.finished
                 state.failing_runs = 0
             else:
-                state.failures[result.verdict] += 1
+                state.failures[result.verdict] = state.failures.get(result.verdict, 0) + 1
                 state.failing_runs += 1
+            state.render(latency=result.ok, failures=not result.ok)
+            service = self._services.get(check.service)
+            tally = self._tallies.get(check.service)
+            if service is not None and tally is not None and changed:
+                index = tally.index[check.name]
+                if previous is None:
+                    tally.pending -= 1
+                if result.ok:
+                    tally.failing.pop(index, None)
+                else:
+                    tally.failing[index] = result.verdict
+                self._render_service(service)
+                if service.role == "control":
+                    self._render_vantage()
 
     def observe_lag(self, seconds: float) -> None:
         with self._lock:
             self._lag.observe(max(seconds, 0.0))
 
+    def observe_stall(self, seconds: float) -> None:
+        with self._lock:
+            self._stall.observe(max(seconds, 0.0))
+
+    def count_stalled_run(self) -> None:
+        with self._lock:
+            self._stalled_runs += 1
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(
-                services=list(self._services),
+                services=list(self._services.values()),
                 states={key: state.copy() for key, state in self._states.items()},
                 lag=self._lag.copy(),
                 reload_successful=self._reload_successful,
@@ -193,199 +362,86 @@ class ResultStore:
                 ready=self._ready,
             )
 
+    # ---- exposition -------------------------------------------------------------------------
 
-def _name(suffix: str) -> str:
-    return f"{NAMESPACE}_{suffix}"
+    def exposition(self) -> bytes:
+        """The whole /metrics body (text format 0.0.4): reachability_* and process_*."""
+        return b"".join(self.exposition_parts())
 
+    def exposition_parts(self) -> list[bytes]:
+        """The body in pieces, for a server that writes (or compresses) them one by one
+        instead of copying 40 MB at 10,000 checks into one object first."""
+        parts = self._reachability_parts()
+        parts.append(self._process())
+        return parts
 
-CHECK_LABELS = ["service", "check", "kind"]
+    def reachability_exposition(self) -> bytes:
+        return b"".join(self._reachability_parts())
+
+    def _reachability_parts(self) -> list[bytes]:
+        with self._lock:
+            rendered = [state.rendered for state in self._states.values()]
+            parts: list[bytes] = []
+            for index, header in enumerate(_CHECK_HEADERS):
+                parts.append(header)
+                parts.extend(map(operator.itemgetter(index), rendered))
+            lines = self._service_lines.values()
+            parts.append(m.SERVICE_UP.header())
+            parts.extend(up for up, _ in lines)
+            parts.append(m.SERVICE_VERDICT.header())
+            parts.extend(verdict for _, verdict in lines)
+            parts += (m.VANTAGE_STATE.header(), self._vantage_line)
+            parts += (m.BUILD_INFO.header(), self._build_info)
+            parts += (
+                m.CONFIG_LAST_RELOAD_SUCCESSFUL.header(),
+                sample(
+                    m.CONFIG_LAST_RELOAD_SUCCESSFUL.name,
+                    "",
+                    1.0 if self._reload_successful else 0.0,
+                ).encode(),
+                m.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.header(),
+                sample(
+                    m.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.name, "", self._reload_success_timestamp
+                ).encode(),
+                m.SCHEDULER_LAG.header(),
+                self._lag.render(m.SCHEDULER_LAG, "").encode(),
+                m.EVENT_LOOP_STALL.header(),
+                self._stall.render(m.EVENT_LOOP_STALL, "").encode(),
+                m.RERUNS.header(),
+                sample(m.RERUNS.name, "", float(self._stalled_runs)).encode(),
+            )
+        return parts
+
+    def _render_service(self, service: Service) -> None:
+        outcome = self._tallies[service.name].outcome()
+        if outcome is None:
+            self._service_lines.pop(service.name, None)
+            return
+        up, verdict = outcome
+        labels = f'service="{label_value(service.name)}"'
+        self._service_lines[service.name] = (
+            sample(m.SERVICE_UP.name, labels, 1.0 if up else 0.0).encode(),
+            sample(m.SERVICE_VERDICT.name, f'{labels},verdict="{verdict}"', 1.0).encode(),
+        )
+
+    def _render_vantage(self) -> None:
+        controls = []
+        for name, service in self._services.items():
+            if service.role == "control":
+                outcome = self._tallies[name].outcome() if name in self._tallies else None
+                controls.append((service.scope, None if outcome is None else outcome[0]))
+        state = vantage_state(controls)
+        self._vantage_line = sample(m.VANTAGE_STATE.name, f'state="{state}"', 1.0).encode()
 
 
 class ReachabilityCollector(Collector):
-    """Builds every reachability_* family from a snapshot at scrape time."""
+    """The store's exposition as prometheus_client families, for registries (tests reading
+    samples with `get_sample_value`, other output formats). Parsed from the same bytes that
+    /metrics serves, so the two cannot disagree."""
 
     def __init__(self, store: ResultStore) -> None:
         self.store = store
 
     def collect(self) -> Iterable[Metric]:
-        snap = self.store.snapshot()
-        yield from _check_families(snap)
-        yield from _fingerprint_families(snap)
-        yield from _transfer_direction_families(snap)
-        yield from _service_families(snap)
-        yield from _exporter_families(snap)
-
-
-def _gauge(suffix: str, doc: str, labels: list[str], unit: str = "") -> GaugeMetricFamily:
-    return GaugeMetricFamily(_name(suffix), doc, labels=labels, unit=unit)
-
-
-def _check_families(snap: Snapshot) -> Iterator[Metric]:
-    check_labels = CHECK_LABELS
-    success = _gauge("check_success", "1 when the last run was ok, else 0.", check_labels)
-    verdict = _gauge(
-        "check_verdict", "The current verdict of the check (value 1).", [*check_labels, "verdict"]
-    )
-    duration = _gauge("check_duration_seconds", "Duration of the last run.", check_labels)
-    phase = _gauge(
-        "check_phase_seconds", "Duration of the last run by phase.", [*check_labels, "phase"]
-    )
-    latency = HistogramMetricFamily(
-        _name("check_latency_seconds"), "Durations of successful runs.", labels=check_labels
-    )
-    runs = CounterMetricFamily(_name("check_runs"), "Runs of the check.", labels=check_labels)
-    failures = CounterMetricFamily(
-        _name("check_failures"), "Failed runs by verdict.", labels=[*check_labels, "verdict"]
-    )
-    last_run = _gauge(
-        "check_last_run_timestamp_seconds", "End of the last run (unix time).", check_labels
-    )
-    last_change = _gauge(
-        "check_last_change_timestamp_seconds",
-        "When the verdict last changed (unix time): blocked since.",
-        check_labels,
-    )
-    last_success = _gauge(
-        "check_last_success_timestamp_seconds",
-        "End of the last ok run (unix time): last seen working.",
-        check_labels,
-    )
-    failing_runs = _gauge(
-        "check_consecutive_failures",
-        "Runs in a row that were not ok (0 after an ok run): one bad run is not an outage.",
-        check_labels,
-    )
-    interval = _gauge("check_interval_seconds", "Configured interval between runs.", check_labels)
-    info = _gauge("check_info", "The check's target (value 1).", [*check_labels, "target"])
-    dns_answers = _gauge(
-        "dns_answers", "Addresses in the last answer, per resolver.", [*check_labels, "resolver"]
-    )
-    dns_verdict = _gauge(
-        "dns_resolver_verdict",
-        "Each resolver's own verdict (value 1).",
-        [*check_labels, "resolver", "verdict"],
-    )
-    cert_expiry = _gauge(
-        "tls_cert_expiry_timestamp_seconds", "Leaf certificate notAfter (unix time).", check_labels
-    )
-    status_code = _gauge(
-        "http_status_code", "Final HTTP status code of the last run (0: none).", check_labels
-    )
-    transfer_bytes = _gauge("transfer_bytes", "Bytes received in the last transfer.", check_labels)
-    transfer_rate = _gauge(
-        "transfer_rate_bytes_per_second", "Goodput of the last transfer.", check_labels
-    )
-    for state in snap.states.values():
-        result = state.result
-        if result is None:
-            continue
-        check = state.check
-        kind = REGISTRY[check.kind]
-        labels = [check.service, check.name, check.kind]
-        success.add_metric(labels, 1.0 if result.ok else 0.0)
-        verdict.add_metric([*labels, str(result.verdict)], 1.0)
-        duration.add_metric(labels, result.duration)
-        # Every phase of the kind, from the first run on: a run that failed early reads as
-        # 0 in the later phases rather than as a missing series.
-        for name in kind.phases:
-            phase.add_metric([*labels, name], result.phases.get(name, 0.0))
-        latency.add_metric(labels, state.latency.cumulative(), state.latency.total)
-        runs.add_metric(labels, float(state.runs))
-        for failed, count in sorted(state.failures.items()):
-            failures.add_metric([*labels, str(failed)], float(count))
-        last_run.add_metric(labels, result.finished)
-        last_change.add_metric(labels, state.since)
-        if state.last_success is not None:
-            last_success.add_metric(labels, state.last_success)
-        failing_runs.add_metric(labels, float(state.failing_runs))
-        interval.add_metric(labels, check.interval)
-        info.add_metric([*labels, check.target], 1.0)
-        for answer in result.resolvers if Evidence.DNS_ANSWERS in kind.evidence else ():
-            dns_answers.add_metric([*labels, answer.resolver], float(len(answer.addresses)))
-            dns_verdict.add_metric([*labels, answer.resolver, str(answer.verdict)], 1.0)
-        if result.cert_expiry is not None and Evidence.CERT_EXPIRY in kind.evidence:
-            cert_expiry.add_metric(labels, result.cert_expiry)
-        if Evidence.STATUS_CODE in kind.evidence:
-            status_code.add_metric(labels, float(result.status_code or 0))
-        if Evidence.TRANSFER in kind.evidence:
-            # An upload's bytes are those the peer acknowledged.
-            moved = result.bytes_received if result.bytes_sent is None else result.bytes_sent
-            transfer_bytes.add_metric(labels, float(moved or 0))
-            transfer_rate.add_metric(labels, float(result.rate or 0.0))
-    yield from (success, verdict, duration, phase, latency, runs, failures, last_run)
-    yield from (last_change, last_success, failing_runs, interval, info, dns_answers)
-    yield from (dns_verdict, cert_expiry)
-    yield from (status_code, transfer_bytes, transfer_rate)
-
-
-def _fingerprint_families(snap: Snapshot) -> Iterator[Metric]:
-    """tls `fingerprints`: one series per listed browser shape, from the last run."""
-    family = _gauge(
-        "tls_fingerprint_success",
-        "1 when the browser-shaped ClientHello got a ServerHello in the last run, else 0.",
-        [*CHECK_LABELS, "fingerprint"],
-    )
-    for state in snap.states.values():
-        result, check = state.result, state.check
-        if result is None or Evidence.FINGERPRINTS not in REGISTRY[check.kind].evidence:
-            continue
-        for shape, ok in result.fingerprints.items():
-            family.add_metric([check.service, check.name, check.kind, shape], 1.0 if ok else 0.0)
-    yield family
-
-
-def _transfer_direction_families(snap: Snapshot) -> Iterator[Metric]:
-    """Which way each transfer check moves its bytes, so that alerts can tell a frozen
-    upload from a frozen download."""
-    family = _gauge(
-        "transfer_direction_info",
-        "The direction of a transfer check (value 1).",
-        [*CHECK_LABELS, "direction"],
-    )
-    for state in snap.states.values():
-        check, options = state.check, state.check.options
-        if state.result is not None and isinstance(options, TransferOptions):
-            family.add_metric([check.service, check.name, check.kind, options.direction], 1.0)
-    yield family
-
-
-def _service_families(snap: Snapshot) -> Iterator[Metric]:
-    up = _gauge("service_up", "1 when every check of the service is ok.", ["service"])
-    verdict = _gauge(
-        "service_verdict",
-        "The verdict of the service's first failing check, or ok (value 1).",
-        ["service", "verdict"],
-    )
-    for service in snap.services:
-        result = snap.service_result(service)
-        if result is None:
-            continue
-        up.add_metric([service.name], 1.0 if result[0] else 0.0)
-        verdict.add_metric([service.name, str(result[1])], 1.0)
-    state = _gauge("vantage_state", "What the control services say (value 1).", ["state"])
-    state.add_metric([str(snap.vantage())], 1.0)
-    yield from (up, verdict, state)
-
-
-def _exporter_families(snap: Snapshot) -> Iterator[Metric]:
-    build = _gauge("exporter_build_info", "The exporter's version (value 1).", ["version"])
-    build.add_metric([__version__], 1.0)
-    reload_ok = _gauge(
-        "exporter_config_last_reload_successful",
-        "1 when the last configuration (re)load succeeded.",
-        [],
-    )
-    reload_ok.add_metric([], 1.0 if snap.reload_successful else 0.0)
-    reload_ts = _gauge(
-        "exporter_config_last_reload_success_timestamp_seconds",
-        "When the configuration was last loaded successfully (unix time).",
-        [],
-    )
-    reload_ts.add_metric([], snap.reload_success_timestamp)
-    lag = HistogramMetricFamily(
-        _name("exporter_scheduler_lag_seconds"),
-        "How late checks started against their schedule.",
-        labels=[],
-    )
-    lag.add_metric([], snap.lag.cumulative(), snap.lag.total)
-    yield from (build, reload_ok, reload_ts, lag)
+        text = self.store.reachability_exposition().decode()
+        yield from text_string_to_metric_families(text)

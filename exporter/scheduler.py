@@ -1,6 +1,13 @@
 """Runs every check on its own interval, as smokeping_prober does: first runs spread across
-the interval, one loop per check (so never two runs of one check at once), a bound on how
-many probes run together, and reloads that keep unchanged checks on their schedule."""
+the interval, never two runs of one check at once, reloads that keep unchanged checks on
+their schedule.
+
+A waiting check is one asyncio timer (`loop.call_at`), not a sleeping task: at 10,000 checks a
+task per check cost ~20 MB. A run holds a start slot only while it starts (at most
+START_SLICE), not while it waits for a blackholed target: a slot held for a whole 10 s
+timeout let 2,000 blackholed checks starve a healthy 5 s check to 3 runs in 194 s. Slots
+bound bursts of CPU-heavy starts (handshakes) and of new connections; IN_FLIGHT_PER_SLOT
+bounds the runs open at once, and with them the file descriptors the probes need."""
 
 from __future__ import annotations
 
@@ -11,18 +18,34 @@ import math
 from collections.abc import Coroutine
 from typing import Any
 
+from exporter.classify import exporter_failure
 from exporter.config import Check, Config
+from exporter.loopwatch import LoopWatch
 from exporter.metrics import ResultStore
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
 
 DEFAULT_CONCURRENCY = 64
+# A probe that has not finished this long after its start is waiting on the network (a
+# loopback TLS handshake takes ~3 ms of CPU): it gives its start slot back and keeps only its
+# socket and its timer.
+START_SLICE = 0.25
+# Runs open at once per start slot (1,024 at the default concurrency): each holds one to a
+# few sockets; past this, new runs wait rather than exhaust the file descriptors.
+IN_FLIGHT_PER_SLOT = 16
+# A failed run during which the event loop itself was blocked for this share of the check's
+# timeout measured the exporter, not the target: it is run again once, and if the exporter
+# stalls again it is published as `error` (README: "The exporter under load").
+STALL_SHARE = 0.25
 # Every closed asyncio connection is a reference cycle in CPython 3.11 (a transport holds a
 # bound method of itself), and a TLS one drags a 256 KiB read buffer with it. Probes live long
 # enough for that garbage to reach the oldest generation, which the collector seldom visits:
-# with 1,000 checks it grew by ~110 MiB; collecting every 2 s holds it near 30 MiB, for no
-# CPU cost measurable in benchmarks/bench_scale.py.
+# with 1,000 checks it grew by ~110 MiB. Collecting every 2 s, with what exists after start
+# frozen out of the collector's view, holds it down. Measured on the installed exporter with
+# 2,000 checks (benchmarks/bench_scale.py peers, 60 s): collecting only when something was
+# promoted, at most 2% of the time, let RSS climb from 50 to 112 MiB and doubled the lag;
+# every 2 s it plateaus at ~85 MiB.
 COLLECT_EVERY = 2.0
 # Old HTTP clients are closed this long after a reload, once probes started before it ended.
 ENV_RETIRE_GRACE = 5.0
@@ -30,13 +53,47 @@ ENV_RETIRE_GRACE = 5.0
 log = logging.getLogger(__name__)
 
 
+class _Entry:
+    """One scheduled check: its next start and what is pending for it (a timer while it
+    waits, a task while it runs; never both)."""
+
+    __slots__ = ("check", "next_at", "stopped", "task", "timer")
+
+    def __init__(self, check: Check, next_at: float) -> None:
+        self.check = check
+        self.next_at = next_at
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.stopped = False
+
+
+class _StartSlot:
+    """A start slot, given back when the run ends or START_SLICE after it began."""
+
+    __slots__ = ("_held", "_semaphore", "_timer")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = True
+        self._timer = asyncio.get_running_loop().call_later(START_SLICE, self.release)
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._timer.cancel()
+            self._semaphore.release()
+
+
 class Scheduler:
     def __init__(self, store: ResultStore, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         self.store = store
         self.env: ProbeEnv | None = None
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: dict[tuple[str, str], tuple[Check, asyncio.Task[None]]] = {}
+        self.max_in_flight = concurrency * IN_FLIGHT_PER_SLOT
+        self._start_slots = asyncio.Semaphore(concurrency)
+        self._in_flight = asyncio.Semaphore(self.max_in_flight)
+        self._entries: dict[tuple[str, str], _Entry] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.watch = LoopWatch(store.observe_stall)
 
     @property
     def config(self) -> Config | None:
@@ -45,17 +102,19 @@ class Scheduler:
     async def apply(self, config: Config) -> None:
         """Start using `config`: new checks start, removed ones stop, changed ones restart,
         unchanged ones keep their schedule. The store keeps the state of kept checks."""
-        if self.env is None:
-            self._spawn(self._collect_garbage())
+        first = self.env is None
+        if first:
+            self.watch.start()
         old_env, self.env = self.env, ProbeEnv(config)
         self.store.apply_config(config)
         wanted = {check.key: check for check in config.checks()}
         stopped = []
-        for key, (check, task) in list(self._tasks.items()):
-            if wanted.get(key) != check:
-                task.cancel()
-                stopped.append(task)
-                del self._tasks[key]
+        for key, entry in list(self._entries.items()):
+            if wanted.get(key) != entry.check:
+                task = self._stop_entry(entry)
+                if task is not None:
+                    stopped.append(task)
+                del self._entries[key]
         if stopped:
             # asyncio.wait, not `await task` under suppress(CancelledError): that would also
             # swallow a cancellation of this reload itself.
@@ -64,25 +123,39 @@ class Scheduler:
         now = loop.time()
         total = max(len(wanted), 1)
         for index, (key, check) in enumerate(wanted.items()):
-            if key in self._tasks:
+            if key in self._entries:
                 continue
             # Spread first runs over the interval (smokeping_prober: interval / targets).
-            first = now + check.interval * index / total
-            task = asyncio.create_task(self._run_forever(check, first), name=f"check {key}")
-            self._tasks[key] = (check, task)
+            entry = _Entry(check, now + check.interval * index / total)
+            entry.timer = loop.call_at(entry.next_at, self._start, entry)
+            self._entries[key] = entry
+        if first:
+            self._spawn(self._collect_garbage())
         if old_env is not None:
             self._spawn(self._retire(old_env))
 
-    async def _run_forever(self, check: Check, next_at: float) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            delay = next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            async with self._slots:
-                self.store.observe_lag(loop.time() - next_at)
-                result = await self.run_once(check)
-            self.store.record(check, result)
+    def _stop_entry(self, entry: _Entry) -> asyncio.Task[None] | None:
+        entry.stopped = True
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        if entry.task is not None:
+            entry.task.cancel()
+        return entry.task
+
+    def _start(self, entry: _Entry) -> None:
+        entry.timer = None
+        if not entry.stopped:
+            entry.task = asyncio.get_running_loop().create_task(self._run(entry))
+
+    async def _run(self, entry: _Entry) -> None:
+        check = entry.check
+        try:
+            result = await self._bounded(check, scheduled=entry.next_at)
+        finally:
+            entry.task = None
+        self.store.record(check, result)
+        if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "check ran service=%s check=%s verdict=%s duration=%.3f",
                 check.service,
@@ -90,32 +163,66 @@ class Scheduler:
                 result.verdict,
                 result.duration,
             )
-            next_at += check.interval
-            late = loop.time() - next_at
-            if late >= check.interval:
-                # Missed whole slots (a loaded machine): skip them rather than burst. A slot
-                # that is merely late runs at once, and the lag histogram says so.
-                next_at += math.floor(late / check.interval) * check.interval
+        if entry.stopped:
+            return
+        loop = asyncio.get_running_loop()
+        next_at = entry.next_at + check.interval
+        late = loop.time() - next_at
+        if late >= check.interval:
+            # Missed whole slots (a loaded machine): skip them rather than burst. A slot
+            # that is merely late runs at once, and the lag histogram says so.
+            next_at += math.floor(late / check.interval) * check.interval
+        entry.next_at = next_at
+        entry.timer = loop.call_at(next_at, self._start, entry)
+
+    async def _bounded(self, check: Check, scheduled: float | None = None) -> Result:
+        async with self._in_flight:
+            await self._start_slots.acquire()
+            slot = _StartSlot(self._start_slots)
+            try:
+                if scheduled is not None:
+                    self.store.observe_lag(asyncio.get_running_loop().time() - scheduled)
+                return await self.run_once(check)
+            finally:
+                slot.release()
 
     async def run_once(self, check: Check) -> Result:
+        """One run, published only if it measured the target: a failure during which the
+        exporter's own loop stalled for STALL_SHARE of the timeout is run again once, and
+        reported as `error` if the exporter stalls through the second run too."""
         assert self.env is not None
-        return await run_check(check, self.env)
+        for attempt in (1, 2):
+            mark = self.watch.mark()
+            result = await run_check(check, self.env)
+            stalled = self.watch.stalled_since(mark)
+            if result.ok or stalled < STALL_SHARE * check.timeout:
+                return result
+            self.store.count_stalled_run()
+            log.warning(
+                "the exporter stalled during a run, not publishing its verdict "
+                "service=%s check=%s verdict=%s stalled=%.2fs attempt=%d",
+                check.service, check.name, result.verdict, stalled, attempt,
+            )  # fmt: skip
+        result.verdict = exporter_failure()
+        result.detail = (
+            f"the exporter's event loop stalled {stalled:.1f}s of the {check.timeout:g}s "
+            "timeout in two runs in a row: no verdict about the target"
+        )
+        return result
 
     async def run_now(self, checks: list[Check]) -> list[Result]:
-        """Ad-hoc runs (/probe): concurrent, within the same concurrency bound."""
-
-        async def bounded(check: Check) -> Result:
-            async with self._slots:
-                return await self.run_once(check)
-
-        return list(await asyncio.gather(*(bounded(c) for c in checks)))
+        """Ad-hoc runs (/probe): concurrent, within the same bounds as scheduled runs."""
+        return list(await asyncio.gather(*(self._bounded(c) for c in checks)))
 
     async def stop(self) -> None:
-        tasks = [task for _, task in self._tasks.values()] + list(self._background)
-        for task in tasks:
+        tasks = [task for e in self._entries.values() if (task := self._stop_entry(e))]
+        tasks += list(self._background)
+        for task in self._background:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        self._entries.clear()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.watch.stop()
         if self.env is not None:
             await self.env.aclose()
 

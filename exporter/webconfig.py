@@ -11,7 +11,6 @@ import hmac
 import ssl
 import threading
 
-import bcrypt
 import yaml
 
 _TLS_VERSIONS = {
@@ -65,6 +64,8 @@ class WebConfig:
         if known is not None and hmac.compare_digest(known, digest):
             return True
         try:
+            import bcrypt  # only a web configuration with basic auth needs it
+
             ok = bcrypt.checkpw(password.encode(), hashed)
         except ValueError:
             return False

@@ -1,19 +1,27 @@
-"""The collector: every family of the README's metrics table from a snapshot, on an injected
-registry, and an exposition that promtool accepts."""
+"""The store's exposition: every family of the README's metric table, read through an
+injected registry, identical in samples to the previous prometheus_client rendering, grouped
+by family, and accepted by promtool."""
 
 from __future__ import annotations
 
+import ast
+import platform
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter import buildinfo, metricnames
 from exporter.config import load_text
-from exporter.metrics import ReachabilityCollector, ResultStore
+from exporter.kinds import REGISTRY
+from exporter.metrics import ReachabilityCollector, ResultStore, failure_verdicts
 from exporter.result import ResolverAnswer, Result
 from exporter.vantage import vantage_state
 from exporter.verdicts import VantageState, Verdict
+from tests.support.previous_collector import PreviousCollector
 
 CONFIG = """
 bogons: []
@@ -216,18 +224,18 @@ def test_exporter_series_and_promtool_accepts_the_exposition() -> None:
         )
     store.observe_lag(0.002)
     assert registry.get_sample_value("reachability_exporter_config_last_reload_successful") == 1.0
-    assert (
-        registry.get_sample_value(
-            "reachability_exporter_build_info", {"version": __import__("exporter").__version__}
-        )
-        == 1.0
-    )
+    build = {
+        "version": __import__("exporter").__version__,
+        "revision": buildinfo.revision(),
+        "pythonversion": platform.python_version(),
+    }
+    assert registry.get_sample_value("reachability_exporter_build_info", build) == 1.0
     assert registry.get_sample_value("reachability_exporter_scheduler_lag_seconds_count") == 1.0
     promtool = shutil.which("promtool")
     assert promtool, "promtool is installed by scripts/test.sh (Debian package prometheus)"
     checked = subprocess.run(
         [promtool, "check", "metrics"],
-        input=generate_latest(registry),
+        input=store.exposition(),
         capture_output=True,
         check=False,
     )
@@ -255,3 +263,134 @@ def test_consecutive_failures_and_last_success_tell_a_streak_from_a_blip() -> No
     )
     store.record(page, finished(Verdict.OK, 50.0))
     assert registry.get_sample_value("reachability_check_consecutive_failures", labels) == 0.0
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def families_of(text: str) -> dict[str, tuple[str, str, set[tuple[str, frozenset, float]]]]:
+    """name -> (type, help, samples), as Prometheus would read the text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        samples = {(s.name, frozenset(s.labels.items()), s.value) for s in family.samples}
+        out[family.name] = (family.type, family.documentation, samples)
+    return out
+
+
+def busy_store() -> ResultStore:
+    """A store with a result of every shape: failures, resolvers, certificates, transfers,
+    a service with a failing check, a control, lag and a label that needs escaping."""
+    store, _ = make_store()
+    answers = [
+        ResolverAnswer("system", Verdict.DNS_NXDOMAIN, [], "NXDOMAIN"),
+        ResolverAnswer("control", Verdict.OK, ["192.0.2.7"], "NOERROR", is_control=True),
+    ]
+    page, big, dns = (check(store, "web", n) for n in ("page", "big", "dns"))
+    store.record(dns, finished(Verdict.DNS_NXDOMAIN, 5.0, resolvers=answers))
+    phases = {"resolve": 0.001, "connect": 0.002, "tls": 0.01}
+    store.record(
+        page, finished(Verdict.OK, 10.0, status_code=200, cert_expiry=1.9e9, phases=phases)
+    )
+    store.record(page, finished(Verdict.TLS_RESET, 20.0, phases={"resolve": 0.001}))
+    store.record(big, finished(Verdict.STALLED, 30.0, bytes_received=16384, rate=1e3))
+    store.record(check(store, "foreign", "tcp"), finished(Verdict.OK, 40.0))
+    store.observe_lag(0.002)
+    store.observe_lag(7.0)
+    return store
+
+
+def test_pre_rendered_exposition_has_the_samples_of_the_previous_rendering() -> None:
+    store = busy_store()
+    previous = CollectorRegistry()
+    previous.register(PreviousCollector(store))
+    old = families_of(generate_latest(previous).decode())
+    new = families_of(store.exposition().decode())
+    zeros = {
+        ("reachability_check_failures_total",
+         frozenset({"service": s, "check": c, "kind": kind, "verdict": str(v)}.items()), 0.0)
+        for s, c, kind, seen in [("web", "dns", "dns", Verdict.DNS_NXDOMAIN),
+                                 ("web", "page", "http", Verdict.TLS_RESET),
+                                 ("web", "big", "transfer", Verdict.STALLED),
+                                 ("foreign", "tcp", "tcp", None)]
+        for v in failure_verdicts(kind) if v is not seen
+    }  # fmt: skip
+    for name, (kind, doc, samples) in old.items():
+        assert name in new, name
+        assert new[name][0] == kind
+        if name == "reachability_exporter_build_info":
+            assert doc.split("'")[0] in new[name][1]
+            ((_, labels, value),) = new[name][2]
+            assert value == 1.0
+            assert dict(labels)["version"] == dict(next(iter(samples))[1])["version"]
+            continue
+        assert new[name][1] == doc, name
+        if name == "reachability_check_failures":
+            assert new[name][2] == samples | zeros
+        else:
+            assert new[name][2] == samples, name
+    added = set(new) - set(old) - {n for n in new if n.startswith("process_")}
+    assert added == {"reachability_exporter_event_loop_stall_seconds",
+                     "reachability_exporter_stalled_runs"}  # fmt: skip
+
+
+def test_every_family_is_announced_once_and_its_samples_are_contiguous() -> None:
+    text = busy_store().exposition().decode()
+    announced: list[str] = []
+    sample_families: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            announced.append(line.split()[2])
+        elif line and not line.startswith("#"):
+            name = re.split(r"[{ ]", line, maxsplit=1)[0]
+            owner = max((f for f in announced if name.startswith(f)), key=len)
+            assert owner == announced[-1], f"{name} outside its family block"
+            sample_families.append(owner)
+    assert len(announced) == len(set(announced))
+    assert "reachability_check_failures_total" in sample_families
+
+
+def test_failures_total_has_a_zero_series_for_every_failure_verdict_of_the_kind() -> None:
+    store, registry = make_store()
+    store.record(check(store, "web", "page"), finished(Verdict.OK, 1.0))
+    labels = {"service": "web", "check": "page", "kind": "http"}
+    for verdict in failure_verdicts("http"):
+        got = registry.get_sample_value(
+            "reachability_check_failures_total", {**labels, "verdict": str(verdict)}
+        )
+        assert got == 0.0, verdict
+    store.record(check(store, "web", "page"), finished(Verdict.HTTP_STATUS, 2.0))
+    assert (
+        registry.get_sample_value(
+            "reachability_check_failures_total", {**labels, "verdict": "http_status"}
+        )
+        == 1.0
+    )
+    text = store.exposition().decode()
+    assert 'check="page",kind="http",verdict="ok"' not in text.replace("check_verdict", "")
+
+
+def test_every_kind_can_fail_in_error_and_only_in_failure_verdicts() -> None:
+    for kind in REGISTRY:
+        verdicts = failure_verdicts(kind)
+        assert Verdict.ERROR in verdicts and Verdict.OK not in verdicts, kind
+
+
+def test_metric_names_are_written_out_once_in_metricnames_and_documented() -> None:
+    families = [v for v in vars(metricnames).values() if isinstance(v, metricnames.Family)]
+    names = [f.name for f in families]
+    assert len(names) == len(set(names))
+    readme = (REPO / "README.md").read_text()
+    for name in names:
+        assert f"`{name}`" in readme, f"{name} missing from the README's metric table"
+    # No other module of the package spells or assembles a reachability_* metric name.
+    for path in (REPO / "exporter").rglob("*.py"):
+        if path.name == "metricnames.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                spelled = node.value in names or node.value in ("reachability", "reachability_")
+                assert not spelled, (path, node.value)
+    exposed = set(re.findall(r"^# TYPE (\S+)", busy_store().exposition().decode(), re.M))
+    assert {n for n in exposed if n.startswith("reachability_")} == set(names)

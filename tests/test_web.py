@@ -309,8 +309,12 @@ def test_a_post_body_is_not_taken_for_the_next_request(
         connection.close()
 
 
-def test_probe_that_cannot_get_a_slot_in_time_answers_503(tmp_path: Path, listener: int) -> None:
-    silent = socket.socket()  # completes TCP handshakes, never answers a ClientHello
+def test_a_hung_check_holding_the_only_slot_does_not_block_probe(
+    tmp_path: Path, listener: int
+) -> None:
+    """A run gives its start slot back once it waits on the network: a probe of a healthy
+    check is answered at once, even with --probe.concurrency=1 and a hung neighbour."""
+    silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     path = tmp_path / "config.yaml"
@@ -323,9 +327,10 @@ def test_probe_that_cannot_get_a_slot_in_time_answers_503(tmp_path: Path, listen
     )
     process = ExporterProcess(path, ["--probe.concurrency=1"]).start()
     try:
+        started = time.monotonic()
         status, body = process.get("/probe?service=s&check=fast", timeout=15)
-        assert status == 503, body
-        assert "did not finish" in body
+        assert status == 200 and "verdict: ok" in body, body
+        assert time.monotonic() - started < 3.0
     finally:
         process.stop()
         silent.close()

@@ -7,8 +7,6 @@ import asyncio
 import concurrent.futures
 import gzip
 
-from prometheus_client import generate_latest
-
 from exporter.app import Exporter
 
 # The Prometheus text format 0.0.4, which every Prometheus scrapes.
@@ -21,8 +19,9 @@ GZIP_LEVEL = 6
 
 
 def render_exposition(exporter: Exporter) -> bytes:
-    """The exposition as Prometheus scrapes it: the one call that produces the bytes."""
-    return generate_latest(exporter.registry)
+    """The exposition as Prometheus scrapes it, joined from the pieces the store keeps
+    pre-rendered as results arrive."""
+    return exporter.store.exposition()
 
 
 def accepts_gzip(accept_encoding: str) -> bool:

@@ -76,7 +76,7 @@ class Router:
         if path == "/-/healthy":
             return Reply.text(200, "Healthy\n")
         if path == "/-/ready":
-            ready = self.exporter.store.snapshot().ready
+            ready = self.exporter.store.ready
             return Reply.text(200, "Ready\n") if ready else Reply.text(503, "Not ready\n")
         return await self._page(path, request.query)
 
