@@ -18,7 +18,12 @@ from exporter.errors import ConfigError
 from tests.support.exporterproc import REPO, ExporterProcess
 
 RELOAD_METRIC = "reachability_exporter_config_last_reload_successful"
-GOOD = "services:\n  s:\n    checks:\n      - {{name: tcp, kind: tcp, target: '127.0.0.1:{port}'}}\n"
+GOOD = """
+services:
+  s:
+    checks:
+      - {{name: tcp, kind: tcp, target: "127.0.0.1:{port}"}}
+"""
 
 
 def _limit_memory() -> None:
@@ -86,4 +91,3 @@ def test_a_reload_from_a_fifo_fails_on_the_metric_and_later_reloads_still_work(
         assert process.value(RELOAD_METRIC) == 1.0
     finally:
         assert process.stop() == 0, process.logs()
-
