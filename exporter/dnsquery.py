@@ -247,8 +247,13 @@ async def _udp(
         async with asyncio.timeout_at(deadline):
             await loop.sock_sendall(sock, wire)
             while True:
+                reply = await loop.sock_recv(sock, MAX_UDP_REPLY)
+                # Checked before parsing, as resolvers do: bytes without our ID are no reply
+                # to us, garbage included, so a forger must at least guess the ID.
+                if reply[:2] != wire[:2]:
+                    continue
                 try:
-                    return _parse(request, await loop.sock_recv(sock, MAX_UDP_REPLY), udp=True)
+                    return _parse(request, reply, udp=True)
                 except _NotOurs:
                     continue
     except ConnectionRefusedError:
@@ -341,7 +346,7 @@ def _parse(request: dns.message.Message, wire: bytes, udp: bool = False) -> dns.
         partial: dns.message.Message = exc.kwargs["message"]  # exc.message() is untyped
         if request.is_response(partial):
             raise
-        raise _NotOurs("truncated reply that does not answer the query") from None
+        raise _Malformed("truncated reply that does not answer the query") from None
     except Exception as exc:
         # Hostile bytes can trip any parser error, not only dnspython's own.
         raise _Malformed(f"{len(wire)} bytes that do not parse: {exc}") from None

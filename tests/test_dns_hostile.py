@@ -23,6 +23,7 @@ LONG_CHAIN = 20  # names in a chain longer than the prober follows (16)
 ZONE = {
     "spoofed-id.test": after_decoy("wrong_id", records(REAL)),
     "spoofed-question.test": after_decoy("wrong_question", records(REAL)),
+    "spoofed-garbage.test": after_decoy("garbage", records(REAL)),
     "only-wrong-id.test": wrong_id(records(REAL)),
     "loop-a.test": cname("loop-b.test"),
     "loop-b.test": cname("loop-a.test"),
@@ -62,7 +63,9 @@ async def probe(server: DnsServer, target: str, transport: str, limit: str = "1s
         await env.aclose()
 
 
-@pytest.mark.parametrize("target", ["spoofed-id.test", "spoofed-question.test"])
+@pytest.mark.parametrize(
+    "target", ["spoofed-id.test", "spoofed-question.test", "spoofed-garbage.test"]
+)
 async def test_a_spoofed_udp_reply_is_ignored_and_the_real_one_awaited(
     server: DnsServer, target: str
 ) -> None:

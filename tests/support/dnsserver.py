@@ -57,8 +57,8 @@ class Entry:
     delay: float = 0.0  # seconds before the response goes out
     for_aaaa: Entry | None = None  # how AAAA questions are answered, where that differs
     # Sent DECOY_GAP before the response, as an off-path spoofer would: "wrong_id" (an answer
-    # pointing at DECOY_ADDRESS with another ID) or "wrong_question" (the right ID, an
-    # answer for another name).
+    # pointing at DECOY_ADDRESS with another ID), "wrong_question" (the right ID, an answer
+    # for another name) or "garbage" (bytes that are not DNS, with another ID).
     decoy: str = ""
 
 
@@ -267,10 +267,12 @@ class DnsServer:
             entry = entry.for_aaaa
         if entry.mode == "drop":
             return entry, None
+        # Garbage after the query's ID: the client takes it for the reply (a datagram
+        # without its ID is ignored, as a resolver ignores it).
         if entry.mode == "garbage":
-            return entry, GARBAGE_BYTES
+            return entry, wire[:2] + GARBAGE_BYTES
         if entry.mode == "huge":
-            return entry, b"\xff" * HUGE_BYTES
+            return entry, wire[:2] + b"\xff" * (HUGE_BYTES - 2)
         response = dns.message.make_response(request)
         if entry.mode == "tc" and transport == "udp":
             response.flags |= dns.flags.TC
@@ -289,6 +291,8 @@ class DnsServer:
         if not entry.decoy:
             return None
         request = dns.message.from_wire(wire)
+        if entry.decoy == "garbage":
+            return ((request.id + 1) & 0xFFFF).to_bytes(2, "big") + GARBAGE_BYTES
         if entry.decoy == "wrong_id":
             fake = dns.message.make_response(request)
             fake.id = (request.id + 1) & 0xFFFF
