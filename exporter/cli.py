@@ -20,6 +20,7 @@ from exporter.config import Config
 from exporter.errors import ConfigError, Problem
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher
+from exporter.webconfig import load as load_web_config
 from exporter.webconfig import source as web_config_source
 from exporter.webserver import (
     DEFAULT_MAX_CONNECTIONS,
@@ -207,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_check:
         checks = sum(1 for _ in config.checks())
         print(f"{args.config_file}: OK ({len(config.services)} services, {checks} checks)")
+        if args.web_config:
+            try:
+                load_web_config(args.web_config)
+            except WebConfigError as exc:
+                print(exc, file=sys.stderr)
+                return EXIT_USAGE
+            print(f"{args.web_config}: OK")
         return EXIT_OK
     if args.once:
         return _run_once(config, args)

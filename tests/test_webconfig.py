@@ -327,3 +327,15 @@ def test_the_watcher_refuses_turning_tls_on_without_a_restart(
     assert not watcher.reload()
     assert watcher.current().ssl_context is None
     assert watcher.current().authorized(basic(b"alice", b"pw"))
+
+
+def test_config_check_checks_the_web_config_too(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  alice: $2garbage\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.check", f"--web.config.file={web}",
+         f"--config.file={REPO / 'config.yaml'}"],
+        cwd=REPO, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    assert result.stderr.startswith(f"{web}:2: basic_auth_users.alice: must be a bcrypt hash")
