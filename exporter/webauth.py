@@ -79,7 +79,9 @@ class BasicAuth:
         if credentials is None:
             return False
         user, password = credentials
-        digest = hmac.new(self._key, user + b"\0" + password, hashlib.sha256).digest()
+        # Length-prefixed: a separator byte could also occur inside a name or a password.
+        pair = len(user).to_bytes(4, "big") + user + password
+        digest = hmac.new(self._key, pair, hashlib.sha256).digest()
         with self._lock:
             if digest in self._verified:
                 self._verified.move_to_end(digest)
