@@ -48,11 +48,11 @@ def free_port() -> int:
 
 def install(checkout: Path) -> Path:
     """`reachability-exporter` from `checkout`, in a venv of its own (dependencies from the
-    system's site-packages, so nothing is downloaded)."""
+    system's site-packages; only the build backend is fetched)."""
     venv = Path(tempfile.mkdtemp(prefix="bench-auth-venv-"))
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     subprocess.run(
-        [venv / "bin/pip", "install", "-q", "--no-deps", "--no-build-isolation", str(checkout)],
+        [venv / "bin/pip", "install", "-q", "--no-deps", str(checkout)],
         check=True,
     )
     return venv / "bin/reachability-exporter"

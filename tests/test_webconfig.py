@@ -339,3 +339,21 @@ def test_config_check_checks_the_web_config_too(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2, result.stdout
     assert result.stderr.startswith(f"{web}:2: basic_auth_users.alice: must be a bcrypt hash")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_web_config_path_that_is_not_a_regular_file_is_refused_at_once(
+    tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "web.yml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/zero")
+    with pytest.raises(WebConfigError) as caught:
+        load(str(path))
+    assert caught.value.lines() == [
+        f"{path}: cannot read web configuration: "
+        + ("a FIFO (named pipe)" if kind == "fifo" else "a character device")
+        + ", not a regular file"
+    ]
