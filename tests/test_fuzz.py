@@ -265,11 +265,11 @@ HEADER_LINES = st.sampled_from([
     b"Content-Length: 1, 2", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip, chunked",
     b"Content-Encoding: gzip", b"Content-Type: text/html; charset=utf-8",
     b"Content-Type: text/html; charset=latin-1", b"Content-Type: text/html; charset=\xff",
+    b"Content-Type: text/html; charset=undefined", b"Content-Type: text/html; charset=idna",
+    b"Content-Type: text/html; charset=punycode", b"Content-Type: text/html; charset=utf-7",
     b"Location: http://[::1", b"Location: \xff\xfe", b"Location: //", b"Connection: close",
     b"X: " + b"a" * 5000, b"no colon", b": empty name", b"Set-Cookie: a=b",
 ])  # fmt: skip
-# A made-up charset (charset=undefined, idna, punycode) is left out here: the http probe's
-# own tests cover it, and its fix lands with the probes' work.
 
 
 STATUS_LINES = [

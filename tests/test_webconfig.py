@@ -208,16 +208,17 @@ def test_an_unknown_user_costs_as_much_time_as_a_known_one(tmp_path: Path) -> No
     config = load(str(auth_config(tmp_path, {"alice": hashed(b"right", cost=10)})))
     config.authorized(basic(b"nobody", b"x"))  # makes the dummy hash, once
 
-    def median(user: bytes) -> float:
-        times = []
-        for _ in range(5):
-            started = time.perf_counter()
-            assert not config.authorized(basic(user, b"wrong"))
-            times.append(time.perf_counter() - started)
-        return statistics.median(times)
+    def timed(user: bytes) -> float:
+        started = time.perf_counter()
+        assert not config.authorized(basic(user, b"wrong"))
+        return time.perf_counter() - started
 
-    known, unknown = median(b"alice"), median(b"nobody")
-    assert unknown > 0.5 * known, (known, unknown)
+    # Interleaved, so that a burst of load on the shared machine hits both alike. Before,
+    # an unknown user took 0.01 ms against 70 ms: any ratio near 1 tells them apart.
+    pairs = [(timed(b"alice"), timed(b"nobody")) for _ in range(7)]
+    known = statistics.median(k for k, _ in pairs)
+    unknown = statistics.median(u for _, u in pairs)
+    assert unknown > 0.25 * known, (known, unknown)
 
 
 def test_bcrypt_runs_one_check_at_a_time_and_waiters_give_up_in_bounded_time(
