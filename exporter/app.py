@@ -19,6 +19,9 @@ from exporter.scheduler import DEFAULT_CONCURRENCY, Scheduler
 
 log = logging.getLogger(__name__)
 
+# Longer than safefile.READ_TIMEOUT plus the parse of the largest file it accepts.
+RELOAD_READ_TIMEOUT = 30.0
+
 
 class Exporter:
     def __init__(
@@ -56,12 +59,28 @@ class Exporter:
         """Re-read the configuration file; a bad file keeps the running configuration."""
         async with self._reload_lock:
             try:
-                config = await asyncio.to_thread(config_module.load_file, self.config_file)
+                # Bounded, so that a file that cannot be read in time (a hung network
+                # filesystem) fails this reload and releases the lock for the next one; the
+                # reader bounds itself too, this is the backstop.
+                config = await asyncio.wait_for(
+                    asyncio.to_thread(config_module.load_file, self.config_file),
+                    RELOAD_READ_TIMEOUT,
+                )
             except ConfigError as exc:
                 self.store.set_reload_failed()
                 for line in exc.lines():
                     log.error("reload failed, keeping the running configuration: %s", line)
                 return False, str(exc)
+            except TimeoutError:
+                self.store.set_reload_failed()
+                message = f"{self.config_file}: cannot read configuration in time"
+                log.error("reload failed, keeping the running configuration: %s", message)
+                return False, message
+            except Exception as exc:
+                # A bug of ours must not leave the reload metric reading 1.
+                self.store.set_reload_failed()
+                log.exception("reload failed, keeping the running configuration")
+                return False, f"{self.config_file}: reload failed: {type(exc).__name__}"
             await self.scheduler.apply(config)
             log.info("configuration reloaded file=%s", self.config_file)
             return True, "configuration reloaded"

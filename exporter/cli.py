@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from exporter import __version__, fdlimit, logs, once
 from exporter import config as config_module
@@ -18,8 +19,9 @@ from exporter.app import Exporter
 from exporter.config import Config
 from exporter.errors import ConfigError, Problem
 from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.webconfig import WebConfig, WebConfigError
+from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher
 from exporter.webconfig import load as load_web_config
+from exporter.webconfig import source as web_config_source
 from exporter.webserver import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TELEMETRY_PATH,
@@ -206,6 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.config_check:
         checks = sum(1 for _ in config.checks())
         print(f"{args.config_file}: OK ({len(config.services)} services, {checks} checks)")
+        if args.web_config:
+            try:
+                load_web_config(args.web_config)
+            except WebConfigError as exc:
+                print(exc, file=sys.stderr)
+                return EXIT_USAGE
+            print(f"{args.web_config}: OK")
         return EXIT_OK
     if args.once:
         return _run_once(config, args)
@@ -229,7 +238,7 @@ def _run_once(config: Config, args: argparse.Namespace) -> int:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     listen = args.listen or [DEFAULT_LISTEN]
     try:
-        web_config = load_web_config(args.web_config) if args.web_config else WebConfig()
+        web_config = web_config_source(args.web_config)
     except (ValueError, WebConfigError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -239,7 +248,10 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _serve_async(
-    config: Config, args: argparse.Namespace, listen: list[str], web_config: WebConfig
+    config: Config,
+    args: argparse.Namespace,
+    listen: list[str],
+    web_config: Callable[[], WebConfig],
 ) -> int:
     exporter = Exporter(args.config_file, concurrency=args.concurrency)
     connections = fdlimit.web_connections(args.max_connections, args.concurrency, len(listen))
@@ -247,7 +259,7 @@ async def _serve_async(
         web = WebServer(
             exporter,
             listen,
-            lambda: web_config,
+            web_config,  # called per connection and request: a re-read applies at once
             max_connections=connections,
             telemetry_path=args.telemetry_path,
             probe_runs=max(1, args.concurrency // PROBE_SHARE),
@@ -263,6 +275,9 @@ async def _serve_async(
         task = loop.create_task(exporter.reload())
         reloads.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(reloads.discard)
+        if isinstance(web_config, WebConfigWatcher):
+            # Off the loop: it reads files and may hash (a dummy bcrypt at a new cost).
+            loop.run_in_executor(None, web_config.reload)
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_signal)
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -70,6 +70,12 @@ class _Malformed(Exception):
     """Bytes that are not a DNS response to our query."""
 
 
+class _NotOurs(_Malformed):
+    """A well-formed response to another query (another ID or question). Over UDP anyone
+    who can guess our port can send one, so it is ignored there and the real reply awaited,
+    as resolvers do; on a connection of our own it is an error."""
+
+
 class _Failed(Exception):
     """A failure whose message is already the evidence, e.g. an HTTP status."""
 
@@ -212,7 +218,7 @@ async def _exchange(
     try:
         if scheme == "udp":
             try:
-                response = _parse(request, await _udp(host, port, wire, deadline), udp=True)
+                response = await _udp(request, host, port, wire, deadline)
             except dns.message.Truncated:
                 wire = await _stream(host, port, wire, deadline)
                 return _answer(
@@ -226,7 +232,11 @@ async def _exchange(
         return _failure(exc)
 
 
-async def _udp(host: str, port: int, wire: bytes, deadline: float) -> bytes:
+async def _udp(
+    request: dns.message.Message, host: str, port: int, wire: bytes, deadline: float
+) -> dns.message.Message:
+    """The first datagram that answers `request`; replies to other queries are skipped (an
+    off-path injector's wrong-ID datagram must not end the query before the real one)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -236,7 +246,16 @@ async def _udp(host: str, port: int, wire: bytes, deadline: float) -> bytes:
         sock.connect((host, port))
         async with asyncio.timeout_at(deadline):
             await loop.sock_sendall(sock, wire)
-            return await loop.sock_recv(sock, MAX_UDP_REPLY)
+            while True:
+                reply = await loop.sock_recv(sock, MAX_UDP_REPLY)
+                # Checked before parsing, as resolvers do: bytes without our ID are no reply
+                # to us, garbage included, so a forger must at least guess the ID.
+                if reply[:2] != wire[:2]:
+                    continue
+                try:
+                    return _parse(request, reply, udp=True)
+                except _NotOurs:
+                    continue
     except ConnectionRefusedError:
         raise _Failed("unreachable: ICMP port unreachable") from None
     finally:
@@ -333,8 +352,8 @@ def _parse(request: dns.message.Message, wire: bytes, udp: bool = False) -> dns.
         raise _Malformed(f"{len(wire)} bytes that do not parse: {exc}") from None
     if not request.is_response(response):
         if response.id != request.id:
-            raise _Malformed(f"wrong query ID {response.id}, expected {request.id}")
-        raise _Malformed("reply does not answer the question asked")
+            raise _NotOurs(f"wrong query ID {response.id}, expected {request.id}")
+        raise _NotOurs("reply does not answer the question asked")
     return response
 
 
@@ -347,9 +366,12 @@ def _answer(
 
 
 def _addresses(response: dns.message.Message, question: dns.rrset.RRset) -> list[str]:
-    """Addresses of the asked type at the end of the CNAME chain that starts at the question."""
+    """Addresses of the asked type at the end of the CNAME chain that starts at the question.
+    A chain that loops or runs past MAX_CNAME_CHAIN is a broken answer (_Malformed), not
+    a name without addresses."""
     name: dns.name.Name = question.name
-    for _ in range(MAX_CNAME_CHAIN):
+    seen = {name}
+    for _ in range(MAX_CNAME_CHAIN + 1):
         rrset = response.get_rrset(response.answer, name, dns.rdataclass.IN, question.rdtype)
         if rrset is not None:
             return list(dict.fromkeys(rdata.address for rdata in rrset))
@@ -357,7 +379,10 @@ def _addresses(response: dns.message.Message, question: dns.rrset.RRset) -> list
         if cname is None:
             return []
         name = next(iter(cname)).target
-    return []
+        if name in seen:
+            raise _Malformed(f"CNAME loop at {name}")
+        seen.add(name)
+    raise _Malformed(f"CNAME chain longer than {MAX_CNAME_CHAIN}")
 
 
 def _failure(exc: BaseException) -> DnsReply:

@@ -54,6 +54,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# aioquic reports what the peer did (a protocol violation, no common QUIC version) at
+# warning and error level: a hostile server would fill the log at error with every probe.
+# For the exporter that is evidence in the check's result, so theirs is debug, every record.
+PEER_LOGGERS = ("quic", "http3")
+
+
+class _PeerBehaviourAsDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        # Propagated records meet only the root's handlers, which do not check the level.
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def setup(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
@@ -61,5 +74,9 @@ def setup(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     # Libraries' chatter at info level (every httpx request) would drown the exporter's.
-    for noisy in ("httpx", "httpcore", "asyncio", "quic"):
+    for noisy in ("httpx", "httpcore", "asyncio", *PEER_LOGGERS):
         logging.getLogger(noisy).setLevel(max(LEVELS[level], logging.WARNING))
+    for name in PEER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _PeerBehaviourAsDebug) for f in logger.filters):
+            logger.addFilter(_PeerBehaviourAsDebug())

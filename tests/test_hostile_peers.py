@@ -25,7 +25,7 @@ HOSTILE = {
     "dns-garbage": ({"kind": "dns", "target": "garbage.test"}, "dns_error"),
     "dns-huge": ({"kind": "dns", "target": "huge.test"}, "dns_error"),
     "dns-cut": ({"kind": "dns", "target": "cut.test"}, "dns_error"),
-    "dns-wrong-id": ({"kind": "dns", "target": "wrong-id.test"}, "dns_error"),
+    "dns-wrong-id": ({"kind": "dns", "target": "wrong-id.test"}, "dns_timeout"),
     "endless-body": ({"kind": "http", "target": "https://" + HOST + ":{https}/endless"}, "ok"),
     "gigabyte-body": ({"kind": "http", "target": "https://" + HOST + ":{https}/huge"}, "ok"),
     "endless-head": (

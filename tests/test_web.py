@@ -220,7 +220,7 @@ def test_bad_web_config_is_a_usage_error(tmp_path: Path, listener: int, closed_p
         ("basic_auth_users: [prometheus]\n", "basic_auth_users: must be a mapping"),
         ("http_server_config: {headers: [X-A]}\n", "headers: must be a mapping"),
         ("http_server_config: [headers]\n", "http_server_config: must be a mapping"),
-        ("tls_server_config: {cert_file: [a], key_file: b}\n", "tls_server_config:"),
+        ("tls_server_config: {cert_file: [a], key_file: b}\n", "cert_file: must be a string"),
     ],
 )
 def test_web_config_of_the_wrong_shape_is_a_usage_error_not_a_traceback(

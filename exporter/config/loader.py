@@ -10,6 +10,7 @@ import re
 import ssl
 from typing import Any
 
+from exporter import safefile
 from exporter.config import yamlsource
 from exporter.config.checks import CheckBuilder
 from exporter.config.model import (
@@ -41,11 +42,10 @@ def load_file(path: str) -> Config:
     """Read and validate `path`; raises ConfigError listing every problem. Relative paths in
     the file (`ca_file`) are relative to the file's directory, as in Prometheus."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(path, [Problem(0, "", f"cannot read configuration: {reason}")]) from None
+        data = safefile.read_bounded(path)
+    except (safefile.FileReadError, ValueError) as exc:
+        # ValueError: a path with a NUL byte.
+        raise ConfigError(path, [Problem(0, "", f"cannot read configuration: {exc}")]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

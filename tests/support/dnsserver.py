@@ -36,6 +36,9 @@ GARBAGE_BYTES = b"this is not a DNS message at all"
 HUGE_BYTES = 65507  # the most a UDP datagram can carry
 HUGE_HTTP_LIMIT = 64 * 1024 * 1024  # an "endless" DoH body still ends, should a client not
 MAX_CHAIN = 16
+# Where a decoy (a spoofer's reply) points, and how long before the real reply follows it.
+DECOY_ADDRESS = "203.0.113.66"
+DECOY_GAP = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,10 @@ class Entry:
     mode: str = "answer"
     delay: float = 0.0  # seconds before the response goes out
     for_aaaa: Entry | None = None  # how AAAA questions are answered, where that differs
+    # Sent DECOY_GAP before the response, as an off-path spoofer would: "wrong_id" (an answer
+    # pointing at DECOY_ADDRESS with another ID), "wrong_question" (the right ID, an answer
+    # for another name) or "garbage" (bytes that are not DNS, with another ID).
+    decoy: str = ""
 
 
 def records(*addresses: str) -> Entry:
@@ -82,6 +89,11 @@ def truncated_over_udp(entry: Entry) -> Entry:
 
 def wrong_id(entry: Entry) -> Entry:
     return dataclasses.replace(entry, mode="wrong_id")
+
+
+def after_decoy(decoy: str, entry: Entry) -> Entry:
+    """`entry`'s response, DECOY_GAP after a decoy of kind `decoy` (see Entry.decoy)."""
+    return dataclasses.replace(entry, decoy=decoy)
 
 
 def cut(entry: Entry) -> Entry:
@@ -255,10 +267,12 @@ class DnsServer:
             entry = entry.for_aaaa
         if entry.mode == "drop":
             return entry, None
+        # Garbage after the query's ID: the client takes it for the reply (a datagram
+        # without its ID is ignored, as a resolver ignores it).
         if entry.mode == "garbage":
-            return entry, GARBAGE_BYTES
+            return entry, wire[:2] + GARBAGE_BYTES
         if entry.mode == "huge":
-            return entry, b"\xff" * HUGE_BYTES
+            return entry, wire[:2] + b"\xff" * (HUGE_BYTES - 2)
         response = dns.message.make_response(request)
         if entry.mode == "tc" and transport == "udp":
             response.flags |= dns.flags.TC
@@ -271,6 +285,25 @@ class DnsServer:
         if entry.mode == "cut":
             out = out[: len(out) // 2]
         return entry, out
+
+    def decoy(self, entry: Entry, wire: bytes) -> bytes | None:
+        """The decoy to send before the response to `wire`, if `entry` has one."""
+        if not entry.decoy:
+            return None
+        request = dns.message.from_wire(wire)
+        if entry.decoy == "garbage":
+            return ((request.id + 1) & 0xFFFF).to_bytes(2, "big") + GARBAGE_BYTES
+        if entry.decoy == "wrong_id":
+            fake = dns.message.make_response(request)
+            fake.id = (request.id + 1) & 0xFFFF
+        else:
+            other = dns.message.make_query("decoy.test", request.question[0].rdtype)
+            other.id = request.id
+            fake = dns.message.make_response(other)
+        fake.answer.append(
+            dns.rrset.from_text(fake.question[0].name, TTL, "IN", "A", DECOY_ADDRESS)
+        )
+        return fake.to_wire()
 
     def _fill(
         self, response: dns.message.Message, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
@@ -306,7 +339,13 @@ class DnsServer:
         try:
             while True:
                 length = int.from_bytes(await reader.readexactly(2), "big")
-                entry, out = self.respond(await reader.readexactly(length), transport)
+                wire = await reader.readexactly(length)
+                entry, out = self.respond(wire, transport)
+                decoy = self.decoy(entry, wire) if out is not None else None
+                if decoy is not None:
+                    writer.write(len(decoy).to_bytes(2, "big") + decoy)
+                    await writer.drain()
+                    await asyncio.sleep(DECOY_GAP)
                 if entry.delay:
                     await asyncio.sleep(entry.delay)
                 if out is None:
@@ -402,7 +441,12 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         entry, out = self.server.respond(data, "udp")
         if out is None:
             return
-        if entry.delay:
+        decoy = self.server.decoy(entry, data)
+        if decoy is not None:
+            assert self.transport is not None
+            self.transport.sendto(decoy, addr)
+            self.server._spawn(self._later(entry.delay + DECOY_GAP, out, addr))
+        elif entry.delay:
             self.server._spawn(self._later(entry.delay, out, addr))
         else:
             assert self.transport is not None
