@@ -11,7 +11,7 @@ import collections
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -121,11 +121,20 @@ class Snapshot:
         return vantage_state(controls)
 
 
+# Called after record() when a check's verdict changed (its first result included, with None
+# as the previous verdict): the evidence journal, the change log and the verdict history.
+VerdictObserver = Callable[[Check, Verdict | None, Result], None]
+
+
 class ResultStore:
     """Latest results per check, written from the event loop, read from web threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        # -- hooks for the evidence journal (exporter/journal.py) --
+        self.observer: VerdictObserver | None = None
+        # (service, check) -> (verdict, since) restored at start, used up by the first run.
+        self._restored: dict[tuple[str, str], tuple[Verdict, float]] = {}
         self._services: list[Service] = []
         self._states: dict[tuple[str, str], CheckState] = {}
         self._lag = Histogram(LAG_BUCKETS)
@@ -161,12 +170,22 @@ class ResultStore:
         with self._lock:
             self._ready = True
 
+    def restore(self, key: tuple[str, str], verdict: Verdict, since: float) -> None:
+        """A check's verdict and "since" from before a restart: a first run that gives the
+        same verdict keeps that "since" (blocked since last week, not since the restart)."""
+        with self._lock:
+            self._restored[key] = (verdict, since)
+
     def record(self, check: Check, result: Result) -> None:
         with self._lock:
             state = self._states.get(check.key)
             if state is None or state.check != check:
                 return  # removed or changed by a reload while it ran
-            if state.verdict is not result.verdict:
+            previous = state.verdict
+            if state.result is None and check.key in self._restored:
+                previous, state.since = self._restored.pop(check.key)
+            changed = previous is not result.verdict
+            if changed:
                 state.since = result.finished
             state.result = result
             state.runs += 1
@@ -177,6 +196,9 @@ class ResultStore:
             else:
                 state.failures[result.verdict] += 1
                 state.failing_runs += 1
+        # Outside the lock: the observer may take a snapshot.
+        if changed and self.observer is not None:
+            self.observer(check, previous, result)
 
     def observe_lag(self, seconds: float) -> None:
         with self._lock:
