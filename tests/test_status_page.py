@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.support.dnsserver import NODATA, DnsServer, records
 from tests.support.exporterproc import REPO, ExporterProcess
 from tests.support.listeners import accepting_port, closed_port
 from tests.support.webservers import counted, serve
@@ -53,11 +54,11 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def start(tmp_path: Path, services: str) -> ExporterProcess:
+def start(tmp_path: Path, services: str, top: str = "") -> ExporterProcess:
     path = tmp_path / "config.yaml"
     path.write_text(
         "defaults: {interval: 1s, timeout: 500ms}\nbogons: []\n"
-        f"blockpages: ['{BLOCKPAGE}']\nservices:\n{services}"
+        f"blockpages: ['{BLOCKPAGE}']\n{top}services:\n{services}"
     )
     return ExporterProcess(path).start()
 
@@ -103,6 +104,8 @@ def site(tmp_path: Path) -> Iterator[tuple[ExporterProcess, contextlib.ExitStack
         chat_port = chat.enter_context(accepting_port())
         handler, connections = counted(_blockpage_redirect)
         web = stack.enter_context(serve(handler))
+        isp = stack.enter_context(DnsServer({"messenger.test": NODATA}))
+        honest = stack.enter_context(DnsServer({"messenger.test": records("192.0.2.7")}))
         exporter = start(
             tmp_path,
             # web/page is first: the first runs are spread over the interval, so with 1h
@@ -129,7 +132,12 @@ def site(tmp_path: Path) -> Iterator[tuple[ExporterProcess, contextlib.ExitStack
     description: Refused service
     checks:
 {tcp("tcp", closed_port())}
+  messenger:
+    description: Messenger
+    checks:
+      - {{name: dns, kind: dns, target: messenger.test, resolvers: [isp, control]}}
 """,
+            top=f"resolvers: {{isp: '{isp.udp_url}', control: '{honest.udp_url}'}}\n",
         )
         stack.callback(exporter.stop)
         stack.push(chat)
@@ -163,6 +171,8 @@ def test_page_shows_each_verdict_in_words_blocked_first_controls_apart_and_the_b
     assert "connections refused" in shown["refused", "tcp"]["text"]
     assert "a blockpage is served instead" in shown["web", "page"]["text"]
     assert "works" in shown["chat", "tcp"]["text"]
+    wait_verdict(page, "messenger", "dns", "dns_nodata")
+    assert "DNS records removed" in checks(page)["messenger", "dns"]["text"]
     assert shown["example", "tcp"]["group"] == "Controls"
     assert shown["yandex", "tcp"]["group"] == "Controls"
     assert shown["chat", "tcp"]["group"] == "Services"
@@ -200,10 +210,19 @@ def test_evidence_of_the_last_run_opens_on_click_without_probing(
     text = evidence.text_content() or ""
     assert "127.0.0.1" in text and "http_blockpage" in text and "302" in text
     assert "Location" in text and "connect" in text
+    wait_verdict(page, "refused", "tcp", "tcp_refused")
     page.click('[data-service="refused"][data-check="tcp"] summary')
     refused = page.locator('[data-service="refused"][data-check="tcp"] .evidence')
     assert "ConnectionRefusedError" in (refused.text_content() or "")
     # The panel stays open across refreshes, and nothing was probed to fill it.
+    # A dns check shows each resolver's answer.
+    wait_verdict(page, "messenger", "dns", "dns_nodata")
+    page.click('[data-service="messenger"][data-check="dns"] summary')
+    resolvers = page.locator('[data-service="messenger"] .evidence table')
+    resolvers.wait_for()
+    rows = resolvers.text_content() or ""
+    assert "isp" in rows and "dns_nodata" in rows
+    assert "control (control)" in rows and "192.0.2.7" in rows
     page.wait_for_timeout(6000)
     assert page.locator('[data-check="page"] .evidence').count() == 1
     assert connections[0] == 1
@@ -232,7 +251,12 @@ def test_page_is_readable_at_phone_width_without_horizontal_scrolling(
     site: tuple[ExporterProcess, contextlib.ExitStack, list[int]], browser: Browser
 ) -> None:
     exporter, _, _ = site
-    context = browser.new_context(viewport=PHONE, device_scale_factor=2, is_mobile=True)  # type: ignore[arg-type]
+    context = browser.new_context(
+        viewport=PHONE,  # type: ignore[arg-type]
+        device_scale_factor=2,
+        is_mobile=True,
+        color_scheme="dark",
+    )
     try:
         phone = context.new_page()
         phone.goto(exporter.url + "/")
@@ -242,6 +266,9 @@ def test_page_is_readable_at_phone_width_without_horizontal_scrolling(
         phone.locator('[data-check="page"] .evidence').wait_for()
         assert phone.evaluate("window.innerWidth") == PHONE["width"]  # the viewport meta works
         assert horizontal_overflow(phone) <= 0
+        # prefers-color-scheme: dark gives a dark page, not a white one.
+        background = phone.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(19, 20, 22)"
         screenshot(phone, "status-phone.png")
     finally:
         context.close()
