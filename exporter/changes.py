@@ -84,6 +84,13 @@ class VerdictChanges:
     # -- changes --------------------------------------------------------------------------------
 
     def on_change(self, check: Check, previous: Verdict | None, result: Result) -> None:
+        # Called from the probe loop: a bug here must cost a journal record, not the check.
+        try:
+            self._on_change(check, previous, result)
+        except Exception:
+            log.exception("recording a verdict change failed")
+
+    def _on_change(self, check: Check, previous: Verdict | None, result: Result) -> None:
         self._remember(check.key, result.finished, str(result.verdict))
         fields = logs.fields(
             service=check.service,
