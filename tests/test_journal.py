@@ -292,3 +292,29 @@ def test_store_keeps_a_restored_since_when_the_first_run_agrees() -> None:
     store.record(check, Result(Verdict.OK, finished=6000.0))
     assert store.snapshot().states[("s", "c")].since == 6000.0
     assert seen == [(Verdict.TCP_REFUSED, Verdict.OK)]
+
+
+def test_a_check_not_yet_run_after_a_restart_shows_what_it_last_saw(tmp_path: Path) -> None:
+    storage = tmp_path / "data"
+    storage.mkdir()
+    day_ago = time.time() - 86400
+    record = {"time": rfc3339(day_ago), "type": "verdict", "service": "slow", "check": "tcp",
+              "kind": "tcp", "target": "127.0.0.1:1", "from": "ok", "to": "tcp_timeout",
+              "evidence": {"verdict": "tcp_timeout"}}  # fmt: skip
+    (storage / "journal-00000001.jsonl").write_text(json.dumps(record) + "\n")
+    # Two checks on 1h: the first runs at once, the second only half an hour later.
+    config = tcp_config(
+        tmp_path / "config.yaml", {"first": closed_port(), "slow": closed_port()}, interval="1h"
+    )
+    exporter = ExporterProcess(config, [f"--storage.path={storage}"]).start()
+    try:
+        exporter.wait_for(lambda: exporter.verdict("first", "tcp"))
+        document = json.loads(exporter.get("/api/v1/status")[1])
+        slow = next(s for s in document["services"] if s["name"] == "slow")["checks"][0]
+        assert slow["verdict"] is None  # not run yet: nothing is claimed about now
+        assert slow["history"] == [
+            {"verdict": "tcp_timeout", "verdict_text": "connections silently dropped",
+             "since": pytest.approx(day_ago, abs=1e-5)}
+        ]  # fmt: skip
+    finally:
+        exporter.stop()

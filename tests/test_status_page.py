@@ -7,8 +7,10 @@ go to tests/artifacts/ (git-ignored)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from exporter.journal import rfc3339
 from tests.support.dnsserver import NODATA, DnsServer, records
 from tests.support.exporterproc import REPO, ExporterProcess
 from tests.support.listeners import accepting_port, closed_port
@@ -334,5 +337,35 @@ def test_banner_says_the_network_is_down_when_no_control_answers(
         text = page.locator("#banner").text_content() or ""
         assert "the network is down" in text and "do not mean blocking" in text
         screenshot(page, "status-offline.png")
+    finally:
+        exporter.stop()
+
+
+def test_after_a_restart_a_check_not_run_yet_shows_what_it_last_saw(
+    tmp_path: Path, page: Page
+) -> None:
+    storage = tmp_path / "data"  # where ExporterProcess keeps the journal
+    storage.mkdir()
+    day_ago = time.time() - 86400 - 3600
+    record = {"time": rfc3339(day_ago), "type": "verdict", "service": "slow", "check": "tcp",
+              "kind": "tcp", "target": "127.0.0.1:1", "from": "ok", "to": "tcp_timeout",
+              "evidence": {"verdict": "tcp_timeout"}}  # fmt: skip
+    (storage / "journal-00000001.jsonl").write_text(json.dumps(record) + "\n")
+    # On 1h, the first check runs at once and the second half an hour later.
+    first, slow = closed_port(), closed_port()
+    exporter = start(
+        tmp_path,
+        f"  first:\n    checks:\n{tcp('tcp', first, ', interval: 1h')}"
+        f"  slow:\n    checks:\n{tcp('tcp', slow, ', interval: 1h')}",
+    )
+    try:
+        page.goto(exporter.url + "/")
+        wait_verdict(page, "first", "tcp", "tcp_refused")
+        slow_check = checks(page)["slow", "tcp"]
+        assert slow_check["verdict"] == "pending"
+        assert (
+            "before the restart: connections silently dropped for 1 day 1 h" in (slow_check["text"])
+        )
+        screenshot(page, "status-restarted.png")
     finally:
         exporter.stop()

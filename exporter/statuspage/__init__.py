@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from exporter import __version__
 from exporter.journal import TYPE_VANTAGE, parse_rfc3339
 from exporter.statuspage.words import VANTAGE_TEXT, verdict_text
+from exporter.verdicts import Verdict
 
 if TYPE_CHECKING:
     from exporter.app import Exporter
@@ -86,9 +87,10 @@ def status_document(exporter: Exporter) -> dict[str, Any]:
                     "runs": state.runs if state else 0,
                     "failures": {str(k): v for k, v in state.failures.items()} if state else {},
                     "evidence": result.to_dict() if result else None,
+                    # Restored from the journal at start, so before a check's first run
+                    # after a restart the page can say what it was, and since when.
                     "history": [
-                        {"verdict": verdict, "since": since}
-                        for since, verdict in changes.history(check.key)
+                        _period(since, verdict) for since, verdict in changes.history(check.key)
                     ],
                 }
             )
@@ -121,6 +123,10 @@ def status_document(exporter: Exporter) -> dict[str, Any]:
         },
         "services": services,
     }
+
+
+def _period(since: float, verdict: str) -> dict[str, Any]:
+    return {"verdict": verdict, "verdict_text": verdict_text(Verdict(verdict)), "since": since}
 
 
 def status(exporter: Exporter, query: dict[str, list[str]]) -> Response:
