@@ -38,6 +38,9 @@ class VerdictChanges:
         self._controls: frozenset[str] = frozenset()
         self.vantage = VantageState.UNKNOWN
         self.vantage_since = time.time()
+        # The state before a restart and since when: the first state declared after it, if
+        # the same, keeps that since ("offline since Monday", not since the restart).
+        self._restored_vantage: tuple[VantageState, float] | None = None
 
     def apply_config(self, config: Config) -> None:
         with self._lock:
@@ -60,9 +63,9 @@ class VerdictChanges:
             try:
                 moment = parse_rfc3339(str(record["time"]))
                 if record.get("type") == TYPE_VANTAGE:
-                    # Kept only to tell since when; the state itself is recomputed from the
+                    # Kept only to tell since when: the state itself is recomputed from the
                     # controls' new results, as it must never rest on old evidence.
-                    self.vantage_since = moment
+                    self._restored_vantage = (VantageState(record["to"]), moment)
                     continue
                 key = (str(record["service"]), str(record["check"]))
                 verdict = Verdict(record["to"])
@@ -91,6 +94,12 @@ class VerdictChanges:
             log.exception("recording a verdict change failed")
 
     def _on_change(self, check: Check, previous: Verdict | None, result: Result) -> None:
+        if previous is result.verdict:
+            # A restored check's first run, the same verdict as before the restart: no
+            # change to record, but the vantage state may now be known again.
+            if check.service in self._controls:
+                self._vantage_changed_maybe(result.finished)
+            return
         self._remember(check.key, result.finished, str(result.verdict))
         fields = logs.fields(
             service=check.service,
@@ -126,6 +135,9 @@ class VerdictChanges:
             if state is previous:
                 return
             self.vantage_since = moment
+            restored, self._restored_vantage = self._restored_vantage, None
+            if restored is not None and restored[0] is state:
+                self.vantage_since = restored[1]
         log.info("vantage state changed", extra=logs.fields(**{"from": previous, "to": state}))
         record: dict[str, Any] = {
             "time": rfc3339(moment),

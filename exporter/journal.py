@@ -133,7 +133,7 @@ class FileJournal:
             handle = current.open("ab")
             # A torn last line (kill -9 or power loss mid-write) is ended here, so the next
             # record starts a line of its own; the reader skips the torn one.
-            if handle.tell() and not current.read_bytes().endswith(b"\n"):
+            if handle.tell() and _last_byte(current) != b"\n":
                 handle.write(b"\n")
             handle.flush()
             return handle
@@ -232,6 +232,12 @@ class FileJournal:
 
 def _segment_name(number: int) -> str:
     return f"journal-{number:08d}.jsonl"
+
+
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1)
 
 
 def _size(path: Path) -> int:

@@ -122,7 +122,9 @@ class Snapshot:
 
 
 # Called after record() when a check's verdict changed (its first result included, with None
-# as the previous verdict): the evidence journal, the change log and the verdict history.
+# as the previous verdict, or the restored one), and on a restored check's first run even if
+# it did not change (previous is then the new verdict): the evidence journal, the change log,
+# the verdict history and the vantage state's since.
 VerdictObserver = Callable[[Check, Verdict | None, Result], None]
 
 
@@ -182,9 +184,11 @@ class ResultStore:
             if state is None or state.check != check:
                 return  # removed or changed by a reload while it ran
             previous = state.verdict
-            if state.result is None and check.key in self._restored:
+            restored = state.result is None and check.key in self._restored
+            if restored:
                 previous, state.since = self._restored.pop(check.key)
             changed = previous is not result.verdict
+            notify = changed or restored
             if changed:
                 state.since = result.finished
             state.result = result
@@ -197,7 +201,7 @@ class ResultStore:
                 state.failures[result.verdict] += 1
                 state.failing_runs += 1
         # Outside the lock: the observer may take a snapshot.
-        if changed and self.observer is not None:
+        if notify and self.observer is not None:
             self.observer(check, previous, result)
 
     def observe_lag(self, seconds: float) -> None:

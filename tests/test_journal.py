@@ -288,10 +288,15 @@ def test_store_keeps_a_restored_since_when_the_first_run_agrees() -> None:
     check = next(config.checks())
     store.record(check, Result(Verdict.TCP_REFUSED, finished=5000.0))
     assert store.snapshot().states[("s", "c")].since == 1000.0
-    assert seen == []  # no change: nothing to journal
+    # Told (the vantage state may depend on it), as no change: previous is the new verdict.
+    assert seen == [(Verdict.TCP_REFUSED, Verdict.TCP_REFUSED)]
+    seen.clear()
+    store.record(check, Result(Verdict.TCP_REFUSED, finished=5500.0))
+    assert seen == []
     store.record(check, Result(Verdict.OK, finished=6000.0))
     assert store.snapshot().states[("s", "c")].since == 6000.0
     assert seen == [(Verdict.TCP_REFUSED, Verdict.OK)]
+    assert store.snapshot().states[("s", "c")].since == 6000.0
 
 
 def test_a_check_not_yet_run_after_a_restart_shows_what_it_last_saw(tmp_path: Path) -> None:
@@ -318,3 +323,27 @@ def test_a_check_not_yet_run_after_a_restart_shows_what_it_last_saw(tmp_path: Pa
         ]  # fmt: skip
     finally:
         exporter.stop()
+
+
+def test_the_vantage_state_keeps_its_since_across_a_restart(tmp_path: Path) -> None:
+    storage = tmp_path / "data"
+    config = tcp_config(tmp_path / "config.yaml", {"ctl": closed_port()}, interval="300ms")
+    config.write_text(config.read_text().replace("  ctl:\n", "  ctl:\n    role: control\n"))
+
+    def vantage(exporter: ExporterProcess) -> dict[str, object]:
+        state: dict[str, object] = json.loads(exporter.get("/api/v1/status")[1])["vantage"]
+        return state
+
+    first = ExporterProcess(config, [f"--storage.path={storage}"]).start()
+    try:
+        first.wait_for(lambda: vantage(first)["state"] == "offline")
+        since = vantage(first)["since"]
+    finally:
+        first.stop()
+    time.sleep(0.2)
+    second = ExporterProcess(config, [f"--storage.path={storage}"]).start()
+    try:
+        second.wait_for(lambda: vantage(second)["state"] == "offline")
+        assert vantage(second)["since"] == pytest.approx(since, abs=1e-5)
+    finally:
+        second.stop()

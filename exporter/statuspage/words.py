@@ -36,14 +36,13 @@ VERDICT_TEXT: dict[Verdict, str] = {
 PENDING_TEXT = "waiting for the first run"
 
 VANTAGE_TEXT: dict[VantageState, str] = {
-    VantageState.ONLINE: "online: the controls are reachable, so a failure below is a symptom "
-    "seen from this network",
+    VantageState.ONLINE: "the controls are reachable, so a failure below is a symptom seen "
+    "from this network",
     VantageState.WHITELIST: "whitelist mode: only domestic controls are reachable; foreign "
     "services are cut off as a whole, so the verdicts below say little about each one",
     VantageState.OFFLINE: "no control reachable: the network is down; the verdicts below do "
     "not mean blocking",
-    VantageState.UNKNOWN: "unknown: waiting for every control service to be checked (or none "
-    "is configured)",
+    VantageState.UNKNOWN: "waiting for every control service to be checked (or none is configured)",
 }
 
 
