@@ -38,7 +38,7 @@ PENDING_TEXT = "waiting for the first run"
 VANTAGE_TEXT: dict[VantageState, str] = {
     VantageState.ONLINE: "the controls are reachable, so a failure below is a symptom seen "
     "from this network",
-    VantageState.WHITELIST: "whitelist mode: only domestic controls are reachable; foreign "
+    VantageState.WHITELIST: "only domestic controls are reachable (whitelist mode): foreign "
     "services are cut off as a whole, so the verdicts below say little about each one",
     VantageState.OFFLINE: "no control reachable: the network is down; the verdicts below do "
     "not mean blocking",
