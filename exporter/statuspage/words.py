@@ -23,6 +23,8 @@ _PHRASES: dict[str, str] = {
     "tls_timeout": "TLS handshake stalls",
     "tls_sni_blocked": "blocked by name (SNI): another name to the same address works",
     "tls_cert_invalid": "wrong certificate (possible interception)",
+    "tls_fingerprint_blocked": "blocked by browser fingerprint: one TLS ClientHello shape "
+    "works, a browser's does not",
     "tls_error": "TLS handshake fails",
     "http_blockpage": "a blockpage is served instead",
     "http_status": "unexpected HTTP status",
