@@ -196,6 +196,7 @@ def test_unit_and_install_script_listen_on_localhost_by_default() -> None:
     assert exec_start.split()[1:] == [
         "--config.file=%E/reachability-exporter/config.yaml",
         "--web.listen-address=${LISTEN_ADDRESS}",
+        "--storage.path=/var/lib/reachability-exporter",
         "$ARGS",
     ]
     assert defaults_file(DEFAULTS) == {"LISTEN_ADDRESS": LOCALHOST, "ARGS": ""}
