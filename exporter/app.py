@@ -11,8 +11,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import config as config_module
+from exporter.changes import VerdictChanges
 from exporter.config import Check, Config
 from exporter.errors import ConfigError
+from exporter.journal import Journal, MemoryJournal
 from exporter.metrics import ReachabilityCollector, ResultStore
 from exporter.result import Result
 from exporter.scheduler import DEFAULT_CONCURRENCY, Scheduler
@@ -30,9 +32,13 @@ class Exporter:
         *,
         registry: CollectorRegistry | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        journal: Journal | None = None,
     ) -> None:
         self.config_file = config_file
         self.store = ResultStore()
+        self.journal = journal if journal is not None else MemoryJournal()
+        self.changes = VerdictChanges(self.store, self.journal)
+        self.store.observer = self.changes.on_change
         self.scheduler = Scheduler(self.store, concurrency)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ReachabilityCollector(self.store))
@@ -46,6 +52,9 @@ class Exporter:
 
     async def start(self, config: Config) -> None:
         self.loop = asyncio.get_running_loop()
+        # Before the first run, so that a verdict that did not change keeps its "since".
+        await asyncio.to_thread(self.changes.restore)
+        self.changes.apply_config(config)
         await self.scheduler.apply(config)
         self.store.set_ready()
         log.info(
@@ -81,6 +90,7 @@ class Exporter:
                 self.store.set_reload_failed()
                 log.exception("reload failed, keeping the running configuration")
                 return False, f"{self.config_file}: reload failed: {type(exc).__name__}"
+            self.changes.apply_config(config)
             await self.scheduler.apply(config)
             log.info("configuration reloaded file=%s", self.config_file)
             return True, "configuration reloaded"
@@ -101,3 +111,4 @@ class Exporter:
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await asyncio.to_thread(self.journal.close)

@@ -13,10 +13,11 @@ import signal
 import sys
 from collections.abc import Callable
 
-from exporter import __version__, fdlimit, logs, once
+from exporter import __version__, fdlimit, journal, logs, once
 from exporter import config as config_module
 from exporter.app import Exporter
 from exporter.config import Config
+from exporter.config import values as units
 from exporter.errors import ConfigError, Problem
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher
@@ -133,6 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration error",
     )
     add(
+        "--storage.path",
+        dest="storage_path",
+        default=journal.DEFAULT_PATH,
+        metavar="DIR",
+        help='the evidence journal and restored state; "" keeps nothing (default: %(default)s)',
+    )
+    add(
+        "--storage.retention.size",
+        dest="retention",
+        default="64MiB",
+        metavar="SIZE",
+        help="the journal's bound on disk; the oldest records go first (default: %(default)s)",
+    )
+    add(
         "--service",
         dest="services",
         action="append",
@@ -170,6 +185,10 @@ def usage_problems(args: argparse.Namespace) -> list[str]:
             parse_listen_address(address)
         except ValueError as exc:
             problems.append(f"--web.listen-address: {exc}")
+    try:
+        units.parse_size(args.retention)
+    except units.UnitError as exc:
+        problems.append(f"--storage.retention.size: {exc}")
     return problems
 
 
@@ -242,8 +261,13 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     except (ValueError, WebConfigError) as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
+    try:
+        store = journal.open_journal(args.storage_path, units.parse_size(args.retention))
+    except journal.JournalError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_serve_async(config, args, listen, web_config))
+        return asyncio.run(_serve_async(config, args, listen, web_config, store))
     return EXIT_OK
 
 
@@ -252,8 +276,9 @@ async def _serve_async(
     args: argparse.Namespace,
     listen: list[str],
     web_config: Callable[[], WebConfig],
+    store: journal.Journal,
 ) -> int:
-    exporter = Exporter(args.config_file, concurrency=args.concurrency)
+    exporter = Exporter(args.config_file, concurrency=args.concurrency, journal=store)
     connections = fdlimit.web_connections(args.max_connections, args.concurrency, len(listen))
     try:
         web = WebServer(
@@ -266,6 +291,7 @@ async def _serve_async(
         )
     except OSError as exc:
         log.error("cannot listen: %s", exc)
+        store.close()
         return EXIT_FAILURE
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,6 +11,18 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
 
 
+def fields(**values: object) -> dict[str, dict[str, str]]:
+    """`extra=` for a log call whose key=value pairs are real fields of the line (logfmt keys,
+    JSON members) rather than text inside msg, so Loki's `| logfmt` and `| json` see them:
+    log.info("verdict changed", extra=logs.fields(service="x", to="ok"))."""
+    return {"fields": {key: "" if value is None else str(value) for key, value in values.items()}}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, str]:
+    found = getattr(record, "fields", None)
+    return found if isinstance(found, dict) else {}
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + (
         f".{int(record.msecs):03d}Z"
@@ -37,6 +49,7 @@ class LogfmtFormatter(logging.Formatter):
             ("level", _level(record)),
             ("source", record.name),
             ("msg", message),
+            *_fields(record).items(),
         ]
         return " ".join(f"{key}={_logfmt_value(value)}" for key, value in fields)
 
@@ -49,6 +62,8 @@ class JsonFormatter(logging.Formatter):
             "source": record.name,
             "msg": record.getMessage(),
         }
+        for key, value in _fields(record).items():
+            entry.setdefault(key, value)  # a field never overwrites ts, level, source or msg
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

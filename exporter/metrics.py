@@ -240,11 +240,22 @@ def _process_exposition() -> Callable[[], bytes]:
     return lambda: generate_latest(registry)
 
 
+# Called after record() when a check's verdict changed (its first result included, with None
+# as the previous verdict, or the restored one), and on a restored check's first run even if
+# it did not change (previous is then the new verdict): the evidence journal, the change log,
+# the verdict history and the vantage state's since.
+VerdictObserver = Callable[[Check, Verdict | None, Result], None]
+
+
 class ResultStore:
     """Latest results per check, written from the event loop, read from web threads."""
 
     def __init__(self, *, process_metrics: bool = True) -> None:
         self._lock = threading.Lock()
+        # The evidence journal's hooks (exporter/changes.py): told of every verdict change,
+        # and the verdicts and "since" restored at start, used up by each check's first run.
+        self.observer: VerdictObserver | None = None
+        self._restored: dict[tuple[str, str], tuple[Verdict, float]] = {}
         self._services: dict[str, Service] = {}
         self._states: dict[tuple[str, str], CheckState] = {}
         self._service_lines: dict[str, tuple[bytes, bytes]] = {}
@@ -312,7 +323,12 @@ class ResultStore:
             if state is None or state.check != check:
                 return  # removed or changed by a reload while it ran
             previous = state.verdict
+            first = state.result is None
+            restored = first and check.key in self._restored
+            if restored:
+                previous, state.since = self._restored.pop(check.key)
             changed = previous is not result.verdict
+            notify = changed or restored
             if changed:
                 state.since = result.finished
             state.result = result
@@ -327,9 +343,9 @@ class ResultStore:
             state.render(latency=result.ok, failures=not result.ok)
             service = self._services.get(check.service)
             tally = self._tallies.get(check.service)
-            if service is not None and tally is not None and changed:
+            if service is not None and tally is not None and (changed or first):
                 index = tally.index[check.name]
-                if previous is None:
+                if first:
                     tally.pending -= 1
                 if result.ok:
                     tally.failing.pop(index, None)
@@ -338,6 +354,15 @@ class ResultStore:
                 self._render_service(service)
                 if service.role == "control":
                     self._render_vantage()
+        # Outside the lock: the observer may take a snapshot.
+        if notify and self.observer is not None:
+            self.observer(check, previous, result)
+
+    def restore(self, key: tuple[str, str], verdict: Verdict, since: float) -> None:
+        """A check's verdict and "since" from before a restart: a first run that gives the
+        same verdict keeps that "since" (blocked since last week, not since the restart)."""
+        with self._lock:
+            self._restored[key] = (verdict, since)
 
     def observe_lag(self, seconds: float) -> None:
         with self._lock:

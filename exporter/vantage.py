@@ -12,18 +12,19 @@ Control = tuple[str, bool | None]  # (scope, up) where up is None before every c
 
 
 def vantage_state(controls: Iterable[Control]) -> VantageState:
+    """The state the README describes. Only a reachable foreign control settles it early:
+    everything else waits until every control has a result, since a control that has not
+    answered yet may still be the one that is up (the shipped config once read `offline`
+    1.5 s after start, with 3 of 6 controls answered)."""
     controls = list(controls)
-    known = [(scope, up) for scope, up in controls if up is not None]
-    if not known:
+    if not controls:
         return VantageState.UNKNOWN
     has_foreign = any(scope == "foreign" for scope, _ in controls)
-    foreign_up = any(up for scope, up in known if scope == "foreign")
-    domestic_up = any(up for scope, up in known if scope == "domestic")
+    if any(up for scope, up in controls if scope == "foreign"):
+        return VantageState.ONLINE
+    if any(up is None for _, up in controls):
+        return VantageState.UNKNOWN
+    domestic_up = any(up for scope, up in controls if scope == "domestic")
     if has_foreign:
-        if foreign_up:
-            return VantageState.ONLINE
-        # Until a foreign control has a result, online and whitelist cannot be told apart.
-        if not any(scope == "foreign" for scope, _ in known):
-            return VantageState.UNKNOWN
         return VantageState.WHITELIST if domestic_up else VantageState.OFFLINE
     return VantageState.ONLINE if domestic_up else VantageState.OFFLINE

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian or Ubuntu machine, as root: installs what the tests
 # need (the DNS, TLS, HTTP, STUN and QUIC peers are the tests' own; Prometheus, promtool,
-# Alertmanager, iptables, tc, shellcheck and systemd-analyze come from Debian), makes a
-# virtualenv in .venv/ with the package and its test tools, checks style and types, then runs
-# every test. Arguments go to pytest: `bash scripts/test.sh tests/test_cli.py -x`.
+# Alertmanager, iptables, tc, shellcheck, systemd-analyze and chromium come from Debian),
+# makes a virtualenv in .venv/ with the package and its test tools, checks style and types,
+# then runs every test. Arguments go to pytest: `bash scripts/test.sh tests/test_cli.py -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # python3-venv: Debian and Ubuntu ship python3 without ensurepip, and refuse pip installs
 # into the system interpreter (PEP 668), so everything Python goes into .venv/.
+# chromium: the status page's tests run it headless (driven by the playwright package).
 apt_packages=(python3-venv ca-certificates git prometheus prometheus-alertmanager iptables
-    iproute2 shellcheck systemd)
+    iproute2 shellcheck systemd chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -78,6 +78,13 @@ def test_unit_runs_unprivileged_reloads_on_hup_and_restarts_on_failure() -> None
     assert "--config.file=%E/reachability-exporter/config.yaml" in unit["ExecStart"][0]
 
 
+def test_unit_keeps_the_evidence_journal_in_its_state_directory() -> None:
+    unit = unit_settings()
+    # ProtectSystem=strict makes everything else read-only: the journal needs this one.
+    assert unit["StateDirectory"] == ["reachability-exporter"]
+    assert "--storage.path=/var/lib/reachability-exporter" in unit["ExecStart"][0]
+
+
 @pytest.mark.parametrize(
     "script",
     [INSTALL, REPO / "scripts" / "test.sh", REPO / "scripts" / "fresh-debian-check.sh"],
@@ -189,6 +196,7 @@ def test_unit_and_install_script_listen_on_localhost_by_default() -> None:
     assert exec_start.split()[1:] == [
         "--config.file=%E/reachability-exporter/config.yaml",
         "--web.listen-address=${LISTEN_ADDRESS}",
+        "--storage.path=/var/lib/reachability-exporter",
         "$ARGS",
     ]
     assert defaults_file(DEFAULTS) == {"LISTEN_ADDRESS": LOCALHOST, "ARGS": ""}

@@ -10,8 +10,9 @@ import concurrent.futures
 import json
 from collections.abc import Callable
 
+from exporter import statuspage
 from exporter.app import Exporter
-from exporter.web import evidence_text, index_page, status_document
+from exporter.web import evidence_text
 from exporter.webserver.exposition import CONTENT_TYPE, Telemetry, accepts_gzip
 from exporter.webserver.probegate import ProbeBusy, ProbeGate
 from exporter.webserver.reply import Reply, Request
@@ -26,20 +27,8 @@ PROBE_GRACE = 5.0
 RELOAD_TIMEOUT = 60.0
 
 
-def index_handler(exporter: Exporter, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
-    page = index_page(exporter.store.snapshot())
-    return 200, "text/html; charset=utf-8", page.encode()
-
-
-def status_handler(exporter: Exporter, query: dict[str, list[str]]) -> tuple[int, str, bytes]:
-    body = json.dumps(status_document(exporter), indent=2, sort_keys=False) + "\n"
-    return 200, "application/json", body.encode()
-
-
-PAGES: dict[str, PageHandler] = {
-    "/": index_handler,
-    "/api/v1/status": status_handler,
-}
+# `/`, /api/v1/status and /api/v1/changes: exporter/statuspage.
+PAGES: dict[str, PageHandler] = dict(statuspage.ROUTES)
 
 
 class Router:

@@ -39,6 +39,9 @@ class ExporterProcess:
         self.port = port or free_port()
         self.args = list(args)
         self.prefix = list(prefix)
+        if not any(a.startswith("--storage.path") for a in self.args):
+            # The default (data/ in the working directory) would write into the checkout.
+            self.args.append(f"--storage.path={config.parent / 'data'}")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = config.with_suffix(".log")
 
@@ -108,6 +111,12 @@ class ExporterProcess:
         raise AssertionError(
             f"condition not met in {timeout}s (last: {last!r})\n{self.logs()[-4000:]}"
         )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush; what a crash or the OOM killer does."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
 
     def reload(self) -> None:
         assert self.proc is not None
