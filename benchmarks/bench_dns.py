@@ -35,8 +35,8 @@ from benchmarks.peers import in_child
 from exporter.config import Check, Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
-from tests.support import certs
-from tests.support.dnsserver import DnsServer, records
+from peers import certs
+from peers.dnsserver import DnsServer, records
 
 NAME = "bench.test"
 CASES = {

@@ -29,13 +29,13 @@ from pathlib import Path
 import yaml
 
 from benchmarks.peers import in_child
-from tests.support.exporterproc import free_port
+from peers.exporterproc import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:
-    from tests.support import webservers
+    from peers import webservers
 
     with contextlib.ExitStack() as stack:
         ports = {

@@ -38,7 +38,7 @@ from benchmarks.peers import in_child
 from exporter.config import Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
-from tests.support import certs, webservers
+from peers import certs, webservers
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:

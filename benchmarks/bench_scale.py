@@ -30,8 +30,8 @@ from benchmarks.peers import in_child
 from exporter.config import Config, load_text
 from exporter.metrics import ReachabilityCollector, ResultStore
 from exporter.scheduler import Scheduler
-from tests.support import certs, webservers
-from tests.support.dnsserver import DnsServer, records
+from peers import certs, webservers
+from peers.dnsserver import DnsServer, records
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:

@@ -28,7 +28,7 @@ from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.probes.stun import binding_request, parse_response
 from exporter.verdicts import Verdict
-from tests.support import certs, quicserver, stunserver
+from peers import certs, quicserver, stunserver
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from lab import net, webserver
 from lab.proxy import Proxy
-from tests.support import dnsserver, quicserver, stunserver
+from peers import dnsserver, quicserver, stunserver
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

@@ -29,7 +29,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from tests.support import certs
+from peers import certs
 
 TTL = 60
 GARBAGE_BYTES = b"this is not a DNS message at all"
@@ -106,7 +106,7 @@ class Query:
 
 class DnsServer:
     """Serves `zone` (name → Entry; names not in it are NXDOMAIN). UDP and TCP share one
-    port; DoT and DoH get their own, with a certificate from tests.support.certs for `host`
+    port; DoT and DoH get their own, with a certificate from peers.certs for `host`
     (or `cert`, a (certificate, key) pair, to test verification failures)."""
 
     def __init__(

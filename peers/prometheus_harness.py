@@ -27,7 +27,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LOOPBACK = "127.0.0.1"
 
 

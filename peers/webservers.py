@@ -28,7 +28,7 @@ from exporter.config import Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
-from tests.support import certs
+from peers import certs
 
 Handler = Callable[[socket.socket], None]
 

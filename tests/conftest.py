@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.listeners import accepting_port
-from tests.support.listeners import closed_port as unused_port
+from peers.listeners import accepting_port
+from peers.listeners import closed_port as unused_port
 
 
 @pytest.fixture

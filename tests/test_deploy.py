@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from exporter import webconfig
-from tests.support import certs
-from tests.support.exporterproc import free_port
-from tests.support.prometheus_harness import REPO
+from peers import certs
+from peers.exporterproc import free_port
+from peers.prometheus_harness import REPO
 
 DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "systemd" / "reachability-exporter.service"

@@ -20,8 +20,8 @@ from exporter.probes import dns as dns_probe
 from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from tests.support import certs
-from tests.support.dnsserver import (
+from peers import certs
+from peers.dnsserver import (
     DROP,
     GARBAGE,
     HUGE,

@@ -16,8 +16,8 @@ from exporter.httptransport import ExchangeFailure, http_request
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.verdicts import Verdict
-from tests.support import certs, webservers
-from tests.support.dnsserver import NXDOMAIN, DnsServer, records
+from peers import certs, webservers
+from peers.dnsserver import NXDOMAIN, DnsServer, records
 
 NAME = "web.test"
 # The marker as the server decodes it from a query, while the URL itself does not match.

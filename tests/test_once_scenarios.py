@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import certs, webservers
-from tests.support.dnsserver import DROP, NODATA, NXDOMAIN, SERVFAIL, DnsServer, records
-from tests.support.exporterproc import ExporterProcess
+from peers import certs, webservers
+from peers.dnsserver import DROP, NODATA, NXDOMAIN, SERVFAIL, DnsServer, records
+from peers.exporterproc import ExporterProcess
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "web.test"

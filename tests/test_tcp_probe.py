@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.verdicts import Verdict
-from tests.support import webservers
-from tests.support.dnsserver import NXDOMAIN, DnsServer, records
+from peers import webservers
+from peers.dnsserver import NXDOMAIN, DnsServer, records
 
 
 @pytest.fixture(scope="module")

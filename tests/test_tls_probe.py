@@ -14,8 +14,8 @@ import pytest
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.verdicts import Verdict
-from tests.support import certs, webservers
-from tests.support.dnsserver import DnsServer, records
+from peers import certs, webservers
+from peers.dnsserver import DnsServer, records
 
 NAME = "tls.test"
 BLOCKED = "blocked.test"

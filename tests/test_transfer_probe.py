@@ -19,7 +19,7 @@ from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
 from lab.proxy import Proxy
-from tests.support import certs, webservers
+from peers import certs, webservers
 
 NAME = "transfer.test"
 KIB = 1024

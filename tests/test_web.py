@@ -27,8 +27,8 @@ from exporter.app import Exporter
 from exporter.web import WebServer
 from exporter.webconfig import WebConfig
 from exporter.webconfig import load as load_web_config
-from tests.support import certs
-from tests.support.exporterproc import REPO, ExporterProcess, free_port
+from peers import certs
+from peers.exporterproc import REPO, ExporterProcess, free_port
 
 
 def config_text(open_port: int, closed: int, extra: str = "") -> str:
