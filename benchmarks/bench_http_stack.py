@@ -28,8 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.peers import in_child
-from peers.exporterproc import free_port
+from peers.child import in_child
+from peers.listeners import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

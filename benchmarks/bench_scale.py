@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from benchmarks.peers import in_child
+from peers.child import in_child
 from exporter.config import Config, load_text
 from exporter.metrics import ReachabilityCollector, ResultStore
 from exporter.scheduler import Scheduler

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.peers import in_child
+from peers.child import in_child
 from exporter.config import load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check

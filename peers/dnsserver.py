@@ -440,12 +440,3 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
 
 def _key(name: str) -> str:
     return name.rstrip(".").lower()
-
-
-def closed_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
-    """A port on `host` with nothing listening (UDP by default): queries to it are refused."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port

@@ -27,15 +27,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-REPO = Path(__file__).resolve().parents[1]
+from peers import REPO
+from peers.listeners import free_port
+
 LOOPBACK = "127.0.0.1"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free right now; the small race until the process binds it is accepted."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:

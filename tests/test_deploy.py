@@ -17,9 +17,8 @@ import pytest
 import yaml
 
 from exporter import webconfig
-from peers import certs
-from peers.exporterproc import free_port
-from peers.prometheus_harness import REPO
+from peers import REPO, certs
+from peers.listeners import free_port
 
 DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "systemd" / "reachability-exporter.service"

@@ -27,8 +27,9 @@ from exporter.app import Exporter
 from exporter.web import WebServer
 from exporter.webconfig import WebConfig
 from exporter.webconfig import load as load_web_config
-from peers import certs
-from peers.exporterproc import REPO, ExporterProcess, free_port
+from peers import REPO, certs
+from peers.exporterproc import ExporterProcess
+from peers.listeners import free_port
 
 
 def config_text(open_port: int, closed: int, extra: str = "") -> str:
