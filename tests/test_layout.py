@@ -62,5 +62,5 @@ def test_only_the_lab_tests_import_the_lab() -> None:
 def test_the_layering_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     # Guards the walker itself: a checker that parses nothing would pass everything.
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\nfrom tests.support import certs\nfrom . import sibling\n")
+    sample.write_text("import os\nfrom tests.conftest import listener\nfrom . import sibling\n")
     assert list(imported_packages(sample)) == [(1, "os"), (2, "tests")]
