@@ -44,8 +44,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from peers.child import in_child  # noqa: E402
 from peers import certs, webservers  # noqa: E402
+from peers.child import in_child  # noqa: E402
 from peers.dnsserver import DnsServer, records  # noqa: E402
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"

@@ -26,11 +26,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from peers.child import in_child
 from exporter.config import Config, load_text
 from exporter.metrics import ReachabilityCollector, ResultStore
 from exporter.scheduler import Scheduler
 from peers import certs, webservers
+from peers.child import in_child
 from peers.dnsserver import DnsServer, records
 
 
