@@ -16,6 +16,7 @@ from peers import (
     prometheus_harness,
     quicserver,
     stunserver,
+    weakpeers,
     webservers,
 )
 
@@ -27,6 +28,7 @@ for _module in (
     prometheus_harness,
     quicserver,
     stunserver,
+    weakpeers,
     webservers,
 ):
     sys.modules[f"{__name__}.{_module.__name__.rpartition('.')[2]}"] = _module
@@ -39,5 +41,6 @@ __all__ = [
     "prometheus_harness",
     "quicserver",
     "stunserver",
+    "weakpeers",
     "webservers",
 ]
