@@ -36,14 +36,14 @@ class Proxy:
         self.seen: list[str] = []
         self._lock = threading.Lock()
 
-    def _open(self, host: str) -> str:
+    def _resolve(self, host: str) -> str:
         if not _is_address(host):
             with self._lock:
                 self.seen.append(host)
         return self.zone.get(host.rstrip(".").lower(), host)
 
     def _connect(self, host: str, port: int) -> socket.socket:
-        upstream = socket.create_connection((self._open(host), port), timeout=CONNECT_SECONDS)
+        upstream = socket.create_connection((self._resolve(host), port), timeout=CONNECT_SECONDS)
         upstream.settimeout(IDLE_SECONDS)
         return upstream
 
