@@ -40,12 +40,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.peers import in_child
-from tests.support import certs, webservers
-from tests.support.dnsserver import DnsServer, records
-from tests.support.exporterproc import free_port
-from tests.support.listeners import accepting_port
-from tests.support.webclients import HalfOpenFlood
+from peers import certs, webservers
+from peers.child import in_child
+from peers.dnsserver import DnsServer, records
+from peers.listeners import accepting_port, free_port
+from peers.webclients import HalfOpenFlood
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "deploy" / "systemd" / "reachability-exporter.service"

@@ -44,9 +44,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.peers import in_child  # noqa: E402
-from tests.support import certs, webservers  # noqa: E402
-from tests.support.dnsserver import DnsServer, records  # noqa: E402
+from peers import certs, webservers  # noqa: E402
+from peers.child import in_child  # noqa: E402
+from peers.dnsserver import DnsServer, records  # noqa: E402
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 KINDS = ("dns", "tcp", "tls", "https")

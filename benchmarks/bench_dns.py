@@ -31,12 +31,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import dns.asyncquery
 import dns.message
 
-from benchmarks.peers import in_child
 from exporter.config import Check, Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
-from tests.support import certs
-from tests.support.dnsserver import DnsServer, records
+from peers import certs
+from peers.child import in_child
+from peers.dnsserver import DnsServer, records
 
 NAME = "bench.test"
 CASES = {

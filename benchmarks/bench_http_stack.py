@@ -28,20 +28,21 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.peers import in_child
-from tests.support.exporterproc import free_port
+from peers.child import in_child
+from peers.listeners import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:
-    from tests.support import webservers
+    from peers import webservers
+    from peers.proxies import Proxy
 
     with contextlib.ExitStack() as stack:
         ports = {
             "http": stack.enter_context(webservers.serve(webservers.http_handler())),
-            "socks5": stack.enter_context(webservers.serve(webservers.socks5_handler())),
-            "connect": stack.enter_context(webservers.serve(webservers.http_connect_handler)),
+            "socks5": stack.enter_context(webservers.serve(Proxy().socks5)),
+            "connect": stack.enter_context(webservers.serve(Proxy().http)),
         }
         pipe.send(ports)
         pipe.recv()

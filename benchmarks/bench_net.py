@@ -34,11 +34,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import httpx
 
-from benchmarks.peers import in_child
 from exporter.config import Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
-from tests.support import certs, webservers
+from peers import certs, webservers
+from peers.child import in_child
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:

@@ -32,10 +32,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.peers import in_child
-from tests.support import certs, webservers
-from tests.support.dnsserver import DnsServer, records
-from tests.support.exporterproc import free_port
+from peers import certs, webservers
+from peers.child import in_child
+from peers.dnsserver import DnsServer, records
+from peers.listeners import free_port
 
 SCRAPE_EVERY = 10.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

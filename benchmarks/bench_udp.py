@@ -22,13 +22,13 @@ from collections.abc import Awaitable, Callable
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks.peers import in_child
 from exporter.config import load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.probes.stun import binding_request, parse_response
 from exporter.verdicts import Verdict
-from tests.support import certs, quicserver, stunserver
+from peers import certs, quicserver, stunserver
+from peers.child import in_child
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:

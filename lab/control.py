@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab import labconfig, net, scenarios, topology
 from lab.net import Lab
+from peers.exporterproc import ExporterProcess
 
 T = TypeVar("T")
 
@@ -72,58 +71,39 @@ def parse(text: str) -> Snapshot:
     return snap
 
 
-class Exporter:
-    """`python -m exporter` in the client namespace, listening on its loopback."""
+class Exporter(ExporterProcess):
+    """`python -m exporter` in the client namespace, listening on its loopback; its pid is
+    left in the state directory so that `python -m lab down` can reap it after a crash."""
 
     def __init__(self, lab: Lab, config: str, port: int = net.EXPORTER_PORT) -> None:
+        super().__init__(
+            Path(config),
+            port=port,
+            prefix=["ip", "netns", "exec", lab.client],
+            log_level="info",
+            log_path=lab.path("exporter.log"),
+        )
         self.lab = lab
-        self.config = config
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = lab.path("exporter.log")
 
     def start(self, ready_timeout: float = 20.0) -> Exporter:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.client, sys.executable, "-m", "exporter",
-             f"--config.file={self.config}", f"--web.listen-address=127.0.0.1:{self.port}",
-             "--log.level=info"],
-            cwd=net.REPO, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(net.REPO)},
-        )  # fmt: skip
-        self.lab.path("exporter.pid").write_text(str(self.proc.pid))
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exporter exited {self.proc.returncode}:\n{self.logs()}")
-            try:
-                if self.get("/-/ready")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()  # not ready is not running: reap it rather than leave it behind
-                raise RuntimeError(f"exporter not ready in {ready_timeout}s:\n{self.logs()}")
-            time.sleep(0.1)
+        try:
+            super().start(ready_timeout)
+        except RuntimeError:
+            self.stop()  # not ready is not running: reap it rather than leave it behind
+            raise
+        finally:
+            if self.proc is not None:
+                self.lab.path("exporter.pid").write_text(str(self.proc.pid))
+        return self
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self) -> int:
+        code = super().stop()
         self.lab.path("exporter.pid").unlink(missing_ok=True)
         self.proc = None
+        return code
 
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def get(self, path: str) -> tuple[int, str]:
-        return fetch(self.lab, path, self.port)
+    def get(self, path: str, method: str = "GET", timeout: float = 10.0) -> tuple[int, str]:
+        return fetch(self.lab, path, self.port, method, timeout)
 
     def snapshot(self) -> Snapshot:
         status, text = self.get("/metrics")
@@ -132,12 +112,14 @@ class Exporter:
         return parse(text)
 
 
-def fetch(lab: Lab, path: str, port: int = net.EXPORTER_PORT) -> tuple[int, str]:
-    """GET http://127.0.0.1:PORT/PATH inside the client namespace."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def fetch(
+    lab: Lab, path: str, port: int = net.EXPORTER_PORT, method: str = "GET", timeout: float = 10.0
+) -> tuple[int, str]:
+    """METHOD http://127.0.0.1:PORT/PATH inside the client namespace."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     conn.sock = net.netns_connection(lab.client, ("127.0.0.1", port))
     try:
-        conn.request("GET", path)
+        conn.request(method, path)
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:

@@ -16,18 +16,21 @@ import json
 import signal
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from lab import net, webserver
-from lab.proxy import Proxy
-from tests.support import dnsserver, quicserver, stunserver
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+from lab import net
+from peers import dnsserver, quicserver, stunserver, webservers
+from peers.proxies import Proxy
 
 # What the ISP resolver answers for a name when a scenario orders it (see lab.scenarios).
 BOGON_ANSWER = "127.0.0.1"
+# The ISP's blockpage, which the lab config's `blockpages` pattern recognises.
+BLOCKPAGE_HOST = "blockpage.domestic.lab"
+BLOCKPAGE = (
+    b"<!doctype html><title>Access restricted</title><p>Access to this resource is restricted "
+    b"by decision of the lab censor. See http://blockpage.domestic.lab/ for details.</p>\n"
+)
 
 
 def tls_context(state: Path, name: str) -> ssl.SSLContext:
@@ -63,10 +66,8 @@ class Side:
         self.isp: dnsserver.DnsServer | None = None
         self.info: dict[str, Any] = {}
 
-    async def listen(self, handler: Handler, host: str, port: int, tls: str | None = None) -> None:
-        context = tls_context(self.state, tls) if tls else None
-        server = await asyncio.start_server(handler, host, port, ssl=context, reuse_address=True)
-        self.closers.append(server)
+    def listen(self, handler: webservers.Handler, host: str, port: int) -> None:
+        self.closers.append(webservers.listen(handler, host, port))
 
     async def start(self) -> None:
         if self.role == "foreign":
@@ -75,11 +76,14 @@ class Side:
             await self.start_domestic()
 
     async def start_foreign(self) -> None:
+        site_tls = tls_context(self.state, "server")
         for host in (net.MESSENGER, net.MEDIA, net.NEUTRAL):
-            await self.listen(webserver.serve_site, host, 443, tls="server")
-            await self.listen(webserver.serve_site, host, 80)
+            self.listen(webservers.http_handler(site_tls), host, 443)
+            self.listen(webservers.http_handler(), host, 80)
         for port in (80, 443):  # plain HTTP on both, as Telegram's DCs speak it
-            await self.listen(webserver.serve_dc, net.DC, port)
+            # Any request, POST included, gets an answer: the application answer that a
+            # transparent proxy in the path cannot give.
+            self.listen(webservers.http_handler(), net.DC, port)
         stun, _ = await stunserver.start(net.MESSENGER, net.PORT_STUN)
         self.closers.append(stun)
         quic, _ = await quicserver.start(
@@ -87,8 +91,8 @@ class Side:
         )
         self.closers.append(quic)
         proxy = Proxy(net.ZONE)
-        await self.listen(proxy.socks5, net.PROXY, net.PORT_PROXY_SOCKS)
-        await self.listen(proxy.http, net.PROXY, net.PORT_PROXY_HTTP)
+        self.listen(proxy.socks5, net.PROXY, net.PORT_PROXY_SOCKS)
+        self.listen(proxy.http, net.PROXY, net.PORT_PROXY_HTTP)
         control = dnsserver.DnsServer(
             honest_zone(),
             host=net.CONTROL_DNS,
@@ -99,14 +103,20 @@ class Side:
         self.info.update(doh_port=control.https_port, dot_port=control.tls_port)
 
     async def start_domestic(self) -> None:
-        await self.listen(webserver.serve_site, net.DOMESTIC, 443, tls="server")
-        await self.listen(webserver.serve_site, net.DOMESTIC, 80)
-        await self.listen(webserver.serve_blockpage, net.BLOCKPAGE, 80)
-        await self.listen(webserver.serve_blockpage, net.BLOCKPAGE, 443, tls="blockpage")
-        await self.listen(webserver.serve_451, net.BLOCKPAGE, net.PORT_BLOCKPAGE_451)
-        await self.listen(webserver.serve_garbage, net.BLOCKPAGE, net.PORT_BLOCKPAGE_GARBAGE)
-        await self.listen(webserver.serve_plain, net.BLOCKPAGE, net.PORT_BLOCKPAGE_PLAIN)
-        await self.listen(webserver.serve_silent, net.BLOCKPAGE, net.PORT_BLOCKPAGE_SILENT)
+        self.listen(webservers.http_handler(tls_context(self.state, "server")), net.DOMESTIC, 443)
+        self.listen(webservers.http_handler(), net.DOMESTIC, 80)
+        blockpage_tls = tls_context(self.state, "blockpage")
+        redirect = webservers.redirect_to_blockpage
+        self.listen(redirect(BLOCKPAGE_HOST, BLOCKPAGE), net.BLOCKPAGE, 80)
+        self.listen(redirect(BLOCKPAGE_HOST, BLOCKPAGE, blockpage_tls), net.BLOCKPAGE, 443)
+        # What a transparent proxy may answer in a blocked site's place.
+        refusal = webservers.answer_every_request(
+            451, b"unavailable\n", "Unavailable For Legal Reasons"
+        )
+        self.listen(refusal, net.BLOCKPAGE, net.PORT_BLOCKPAGE_451)
+        self.listen(webservers.garbage, net.BLOCKPAGE, net.PORT_BLOCKPAGE_GARBAGE)
+        self.listen(webservers.not_tls, net.BLOCKPAGE, net.PORT_BLOCKPAGE_PLAIN)
+        self.listen(webservers.silent, net.BLOCKPAGE, net.PORT_BLOCKPAGE_SILENT)
         self.isp = dnsserver.DnsServer(honest_zone(), host=net.ISP_DNS, port=53, tls=False).start()
         self.closers.append(self.isp)
 

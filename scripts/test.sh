@@ -33,8 +33,8 @@ fi
 PATH="$PWD/$venv/bin:$PATH"
 export PATH
 
-ruff check exporter tests lab benchmarks
-ruff format --check exporter tests lab benchmarks
+ruff check exporter tests lab benchmarks peers
+ruff format --check exporter tests lab benchmarks peers
 mypy exporter
 
 python -m pytest -q -p no:cacheprovider "$@"

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.listeners import accepting_port
-from tests.support.listeners import closed_port as unused_port
+from peers.listeners import accepting_port, free_port
 
 
 @pytest.fixture
@@ -20,4 +19,4 @@ def listener() -> Iterator[int]:
 @pytest.fixture
 def closed_port() -> int:
     """A port nobody listens on: connecting is refused."""
-    return unused_port()
+    return free_port()

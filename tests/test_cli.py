@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from exporter import __version__, cli, logs
-from tests.support.weakpeers import WeakResolver, counting_server
+from peers.weakpeers import WeakResolver, counting_server
 
 REPO = Path(__file__).resolve().parents[1]
 # A flag that is accepted when it should not be starts a server: give up long before 60 s.

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from exporter.verdicts import Verdict
-from tests.support import prometheus_harness as ph
+from peers import prometheus_harness as ph
 
 HERE = ph.REPO / "dashboards"
 FILES = sorted(HERE.glob("*.json"))

@@ -20,9 +20,8 @@ from exporter import fdlimit, webconfig
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.webserver import DEFAULT_MAX_CONNECTIONS
 from exporter.webserver.server import BACKLOG
-from tests.support import certs
-from tests.support.exporterproc import free_port
-from tests.support.prometheus_harness import REPO
+from peers import REPO, certs
+from peers.listeners import free_port
 
 DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "systemd" / "reachability-exporter.service"

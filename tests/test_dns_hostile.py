@@ -14,8 +14,8 @@ from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from tests.support import certs, dnsserver
-from tests.support.dnsserver import DECOY_ADDRESS, DnsServer, after_decoy, cname, records, wrong_id
+from peers import certs, dnsserver
+from peers.dnsserver import DECOY_ADDRESS, DnsServer, after_decoy, cname, records, wrong_id
 
 REAL = "157.240.1.1"
 LONG_CHAIN = 20  # names in a chain longer than the prober follows (16)

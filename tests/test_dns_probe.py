@@ -20,8 +20,8 @@ from exporter.probes import dns as dns_probe
 from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from tests.support import certs
-from tests.support.dnsserver import (
+from peers import certs
+from peers.dnsserver import (
     DROP,
     GARBAGE,
     HUGE,
@@ -30,7 +30,6 @@ from tests.support.dnsserver import (
     REFUSED,
     SERVFAIL,
     DnsServer,
-    closed_port,
     cname,
     cut,
     records,
@@ -38,6 +37,7 @@ from tests.support.dnsserver import (
     truncated_over_udp,
     wrong_id,
 )
+from peers.listeners import free_port
 
 REAL = "157.240.1.1"
 REAL6 = "2a03:2880:f003::1"
@@ -197,7 +197,7 @@ async def test_no_reply_is_dns_timeout_within_the_check_timeout(
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_unreachable_resolver_is_dns_error(servers: Servers, transport: str) -> None:
-    udp_port, tcp_port = closed_port(), closed_port(kind=socket.SOCK_STREAM)
+    udp_port, tcp_port = free_port(kind=socket.SOCK_DGRAM), free_port()
     scheme = {"udp": "udp", "tcp": "tcp", "dot": "tls", "doh": "https"}[transport]
     port = udp_port if scheme == "udp" else tcp_port
     resolvers = {**servers.resolvers(), transport: f"{scheme}://127.0.0.1:{port}"}

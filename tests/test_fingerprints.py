@@ -23,7 +23,7 @@ from exporter.metrics import ReachabilityCollector, ResultStore
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.verdicts import Verdict
-from tests.support import certs, webservers
+from peers import certs, webservers
 
 NAME = "fp.test"
 # Chrome's ALPS extension for h2 (codepoint 17613): in no other shape, nor in OpenSSL's.

@@ -27,7 +27,7 @@ from exporter.errors import ConfigError
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.verdicts import Verdict
-from tests.support.exporterproc import REPO
+from peers.exporterproc import REPO
 
 # Each property gets a few seconds: together well under a minute on a loaded CI machine.
 FAST = settings(

@@ -15,7 +15,7 @@ import pytest
 from exporter import safefile
 from exporter.config import load_file
 from exporter.errors import ConfigError
-from tests.support.exporterproc import REPO, ExporterProcess
+from peers.exporterproc import REPO, ExporterProcess
 
 RELOAD_METRIC = "reachability_exporter_config_last_reload_successful"
 GOOD = """

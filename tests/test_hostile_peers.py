@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import certs, webservers
-from tests.support.dnsserver import GARBAGE, HUGE, DnsServer, cut, records, wrong_id
-from tests.support.exporterproc import ExporterProcess
+from peers import certs, webservers
+from peers.dnsserver import GARBAGE, HUGE, DnsServer, cut, records, wrong_id
+from peers.exporterproc import ExporterProcess
 
 HOST = "web.test"
 ROUNDS = 6

@@ -16,8 +16,10 @@ from exporter.httptransport import ExchangeFailure, http_request
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.verdicts import Verdict
-from tests.support import certs, webservers
-from tests.support.dnsserver import NXDOMAIN, DnsServer, records
+from peers import certs, webservers
+from peers.dnsserver import NXDOMAIN, DnsServer, records
+from peers.listeners import free_port
+from peers.proxies import Proxy
 
 NAME = "web.test"
 # The marker as the server decodes it from a query, while the URL itself does not match.
@@ -37,9 +39,9 @@ class Servers:
         self.https = https(certs.issue(NAME, "127.0.0.1"))
         self.expired = https(certs.issue_expired(NAME))
         self.reset_hello = serve(webservers.reset_on_hello)
-        self.socks_handler = webservers.socks5_handler(lambda name: "127.0.0.1")
-        self.socks = serve(self.socks_handler)
-        self.connect_proxy = serve(webservers.http_connect_handler)
+        self.socks_proxy = Proxy({NAME: "127.0.0.1"})
+        self.socks = serve(self.socks_proxy.socks5)
+        self.connect_proxy = serve(Proxy().http)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.http}{path}"
@@ -330,7 +332,7 @@ async def test_connection_ended_before_any_response_is_http_reset(
 
 
 async def test_closed_port_is_tcp_refused(servers: Servers) -> None:
-    result = await probe(f"http://127.0.0.1:{webservers.closed_port()}/")
+    result = await probe(f"http://127.0.0.1:{free_port()}/")
     assert result.verdict is Verdict.TCP_REFUSED
 
 
@@ -358,7 +360,7 @@ async def test_reset_client_hello_is_tls_reset(servers: Servers) -> None:
 async def test_socks5_proxy_resolves_the_name_itself(servers: Servers, secure: bool) -> None:
     port = servers.https if secure else servers.http
     url = f"{'https' if secure else 'http'}://{NAME}:{port}/ok"
-    seen: list[str] = servers.socks_handler.seen  # type: ignore[attr-defined]
+    seen = servers.socks_proxy.seen
     seen.clear()
     # No `address:` and no resolver that knows the name: only the proxy can resolve it.
     result = await webservers.probe(
@@ -387,7 +389,7 @@ async def test_proxy_that_cannot_reach_the_target_is_tcp_refused(servers: Server
     result = await webservers.probe(
         {
             "kind": "http",
-            "target": f"http://127.0.0.1:{webservers.closed_port()}/",
+            "target": f"http://127.0.0.1:{free_port()}/",
             "proxy": f"socks5://127.0.0.1:{servers.socks}",
         }
     )
@@ -400,7 +402,7 @@ async def test_unreachable_proxy_is_tcp_refused() -> None:
         {
             "kind": "http",
             "target": "http://web.test/",
-            "proxy": f"socks5://127.0.0.1:{webservers.closed_port()}",
+            "proxy": f"socks5://127.0.0.1:{free_port()}",
         }
     )
     assert result.verdict is Verdict.TCP_REFUSED, result.detail

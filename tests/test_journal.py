@@ -21,8 +21,8 @@ from exporter.journal import FileJournal, rfc3339
 from exporter.metrics import ResultStore
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from tests.support.exporterproc import REPO, ExporterProcess
-from tests.support.listeners import accepting_port, closed_port
+from peers.exporterproc import REPO, ExporterProcess
+from peers.listeners import accepting_port, free_port
 
 SINCE = "reachability_check_last_change_timestamp_seconds"
 
@@ -82,7 +82,7 @@ def flapping_port(period: float = 0.15) -> Iterator[int]:
 def test_blocked_since_survives_kill_9_during_journal_writes(tmp_path: Path) -> None:
     storage = tmp_path / "data"
     with flapping_port() as flapping:
-        checks = {f"down{i}": closed_port() for i in range(20)} | {"flap": flapping}
+        checks = {f"down{i}": free_port() for i in range(20)} | {"flap": flapping}
         config = tcp_config(tmp_path / "config.yaml", checks)
         exporter = ExporterProcess(config, [f"--storage.path={storage}"]).start()
         try:
@@ -113,7 +113,7 @@ def test_a_check_whose_verdict_changed_over_a_restart_starts_a_new_since(
     tmp_path: Path,
 ) -> None:
     storage = tmp_path / "data"
-    port = closed_port()
+    port = free_port()
     config = tcp_config(tmp_path / "config.yaml", {"svc": port}, interval="300ms")
     first = ExporterProcess(config, [f"--storage.path={storage}"]).start()
     try:
@@ -138,7 +138,7 @@ def test_a_check_whose_verdict_changed_over_a_restart_starts_a_new_since(
 def test_torn_and_corrupt_journal_lines_are_skipped_at_start(tmp_path: Path) -> None:
     storage = tmp_path / "data"
     storage.mkdir()
-    port = closed_port()
+    port = free_port()
     week_ago = time.time() - 7 * 86400
     record = {"time": rfc3339(week_ago), "type": "verdict", "service": "svc", "check": "tcp",
               "kind": "tcp", "target": f"127.0.0.1:{port}", "from": None,
@@ -151,7 +151,7 @@ def test_torn_and_corrupt_journal_lines_are_skipped_at_start(tmp_path: Path) -> 
         + json.dumps({**record, "to": "ok"})[:40]  # torn: kill -9 in the middle of a line
     )  # fmt: skip
     config = tcp_config(
-        tmp_path / "config.yaml", {"svc": port, "other": closed_port()}, interval="300ms"
+        tmp_path / "config.yaml", {"svc": port, "other": free_port()}, interval="300ms"
     )
     exporter = ExporterProcess(config, [f"--storage.path={storage}"]).start()
     try:
@@ -201,7 +201,7 @@ def test_an_unwritable_storage_path_is_exit_2_with_one_line(tmp_path: Path) -> N
 
 
 def test_empty_storage_path_keeps_nothing_on_disk(tmp_path: Path) -> None:
-    config = tcp_config(tmp_path / "config.yaml", {"svc": closed_port()})
+    config = tcp_config(tmp_path / "config.yaml", {"svc": free_port()})
     exporter = ExporterProcess(config, ["--storage.path="]).start()
     try:
         exporter.wait_for(lambda: exporter.verdict("svc", "tcp"))
@@ -216,7 +216,7 @@ def test_changes_api_is_newest_first_filtered_and_rejects_bad_parameters(
     tmp_path: Path,
 ) -> None:
     with accepting_port() as control:
-        config = tcp_config(tmp_path / "config.yaml", {"a": closed_port(), "b": control})
+        config = tcp_config(tmp_path / "config.yaml", {"a": free_port(), "b": control})
         config.write_text(config.read_text().replace("  b:\n", "  b:\n    role: control\n"))
         exporter = ExporterProcess(config).start()
         try:
@@ -252,7 +252,7 @@ def test_changes_api_is_newest_first_filtered_and_rejects_bad_parameters(
 def test_verdict_and_vantage_changes_are_logged_at_info_as_fields(
     tmp_path: Path, log_format: str
 ) -> None:
-    port = closed_port()
+    port = free_port()
     config = tcp_config(tmp_path / "config.yaml", {"svc": port})
     config.write_text(config.read_text().replace("  svc:\n", "  svc:\n    role: control\n"))
     exporter = ExporterProcess(config, [f"--log.format={log_format}", "--log.level=info"])
@@ -309,7 +309,7 @@ def test_a_check_not_yet_run_after_a_restart_shows_what_it_last_saw(tmp_path: Pa
     (storage / "journal-00000001.jsonl").write_text(json.dumps(record) + "\n")
     # Two checks on 1h: the first runs at once, the second only half an hour later.
     config = tcp_config(
-        tmp_path / "config.yaml", {"first": closed_port(), "slow": closed_port()}, interval="1h"
+        tmp_path / "config.yaml", {"first": free_port(), "slow": free_port()}, interval="1h"
     )
     exporter = ExporterProcess(config, [f"--storage.path={storage}"]).start()
     try:
@@ -327,7 +327,7 @@ def test_a_check_not_yet_run_after_a_restart_shows_what_it_last_saw(tmp_path: Pa
 
 def test_the_vantage_state_keeps_its_since_across_a_restart(tmp_path: Path) -> None:
     storage = tmp_path / "data"
-    config = tcp_config(tmp_path / "config.yaml", {"ctl": closed_port()}, interval="300ms")
+    config = tcp_config(tmp_path / "config.yaml", {"ctl": free_port()}, interval="300ms")
     config.write_text(config.read_text().replace("  ctl:\n", "  ctl:\n    role: control\n"))
 
     def vantage(exporter: ExporterProcess) -> dict[str, object]:

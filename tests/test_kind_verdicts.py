@@ -6,6 +6,7 @@ would start a series from 1 instead of 0, hiding that failure from increase().""
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,9 +15,9 @@ import pytest
 from exporter.kinds import REGISTRY
 from exporter.metrics import failure_verdicts
 from exporter.verdicts import Verdict
-from tests.support import certs, webservers
-from tests.support.dnsserver import DnsServer
-from tests.support.dnsserver import closed_port as closed_udp_port
+from peers import certs, webservers
+from peers.dnsserver import DnsServer
+from peers.listeners import free_port
 
 
 @contextlib.contextmanager
@@ -28,8 +29,8 @@ def peers() -> Iterator[dict[str, Any]]:
         serve = webservers.serve
         yield {
             "dns": dns.udp_url,
-            "closed": webservers.closed_port(),
-            "udp_closed": closed_udp_port(),
+            "closed": free_port(),
+            "udp_closed": free_port(kind=socket.SOCK_DGRAM),
             "silent": stack.enter_context(serve(webservers.silent)),
             "reset": stack.enter_context(serve(webservers.reset_on_hello)),
             "not_tls": stack.enter_context(serve(webservers.not_tls)),

@@ -11,7 +11,7 @@ from exporter.config import load_text
 from exporter.verdicts import VantageState, Verdict
 from lab import labconfig, scenarios
 from lab.net import Lab
-from tests.support import certs
+from peers import certs
 
 
 def test_lab_config_is_valid_and_has_exactly_the_lab_checks(tmp_path: Path) -> None:

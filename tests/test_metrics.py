@@ -21,7 +21,7 @@ from exporter.metrics import ReachabilityCollector, ResultStore, failure_verdict
 from exporter.result import ResolverAnswer, Result
 from exporter.vantage import vantage_state
 from exporter.verdicts import VantageState, Verdict
-from tests.support.previous_collector import PreviousCollector
+from peers.previous_collector import PreviousCollector
 
 CONFIG = """
 bogons: []

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import certs, webservers
-from tests.support.dnsserver import DROP, NODATA, NXDOMAIN, SERVFAIL, DnsServer, records
-from tests.support.exporterproc import ExporterProcess
+from peers import certs, webservers
+from peers.dnsserver import DROP, NODATA, NXDOMAIN, SERVFAIL, DnsServer, records
+from peers.exporterproc import ExporterProcess
+from peers.listeners import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "web.test"
@@ -97,7 +98,7 @@ def ports() -> Iterator[dict[str, object]]:
             "reset": stack.enter_context(serve(webservers.reset_on_hello)),
             "silent": stack.enter_context(serve(webservers.silent)),
             "sni": stack.enter_context(serve(webservers.sni_filter("blocked.test", valid))),
-            "closed": webservers.closed_port(),
+            "closed": free_port(),
             "blackhole": stack.enter_context(webservers.blackhole()),
         }
 

@@ -10,7 +10,7 @@ import asyncio
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.verdicts import Verdict
-from tests.support import webservers
+from peers import webservers
 
 NEIGHBOUR_TIMEOUT = 0.5
 

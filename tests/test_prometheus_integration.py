@@ -18,7 +18,7 @@ import pytest
 import trustme
 import yaml
 
-from tests.support import prometheus_harness as ph
+from peers import prometheus_harness as ph
 
 DEPLOY = ph.REPO / "deploy"
 RULES = DEPLOY / "prometheus" / "reachability.rules.yml"

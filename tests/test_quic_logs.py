@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.exporterproc import REPO
+from peers.exporterproc import REPO
 
 UNKNOWN_VERSION = bytes.fromhex("1a2a3a4a")  # a reserved, never-spoken QUIC version
 

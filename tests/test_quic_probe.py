@@ -13,7 +13,7 @@ from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from tests.support import certs, quicserver
+from peers import certs, quicserver
 
 NAME = "quic.test"
 

@@ -13,8 +13,8 @@ from exporter.config import Check, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.resolve import Resolution, resolve_target
 from exporter.verdicts import Verdict
-from tests.support import certs
-from tests.support.dnsserver import (
+from peers import certs
+from peers.dnsserver import (
     DROP,
     NODATA,
     NXDOMAIN,

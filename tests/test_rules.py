@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import prometheus_harness as ph
+from peers import prometheus_harness as ph
 
 PROMETHEUS_DIR = ph.REPO / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "reachability.rules.yml"

@@ -16,7 +16,7 @@ from exporter.config import load_text
 from exporter.metrics import ResultStore
 from exporter.scheduler import STALL_SHARE, Scheduler
 from exporter.verdicts import Verdict
-from tests.support.dnsserver import DnsServer, records, slow
+from peers.dnsserver import DnsServer, records, slow
 
 
 @pytest.fixture

@@ -19,10 +19,10 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from exporter.journal import rfc3339
-from tests.support.dnsserver import NODATA, DnsServer, records
-from tests.support.exporterproc import REPO, ExporterProcess
-from tests.support.listeners import accepting_port, closed_port
-from tests.support.webservers import counted, serve
+from peers.dnsserver import NODATA, DnsServer, records
+from peers.exporterproc import REPO, ExporterProcess
+from peers.listeners import accepting_port, free_port
+from peers.webservers import counted, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -134,7 +134,7 @@ def site(tmp_path: Path) -> Iterator[tuple[ExporterProcess, contextlib.ExitStack
   refused:
     description: Refused service
     checks:
-{tcp("tcp", closed_port())}
+{tcp("tcp", free_port())}
   messenger:
     description: Messenger
     checks:
@@ -321,7 +321,7 @@ def test_hostile_description_and_server_answer_are_shown_as_text(
 def test_banner_explains_a_vantage_state_that_makes_failures_meaningless(
     tmp_path: Path, page: Page, state: str, words: list[str]
 ) -> None:
-    down = closed_port()
+    down = free_port()
     with accepting_port() as up:
         exporter = start(
             tmp_path,
@@ -361,7 +361,7 @@ def test_after_a_restart_a_check_not_run_yet_shows_what_it_last_saw(
               "evidence": {"verdict": "tcp_timeout"}}  # fmt: skip
     (storage / "journal-00000001.jsonl").write_text(json.dumps(record) + "\n")
     # On 1h, the first check runs at once and the second half an hour later.
-    first, slow = closed_port(), closed_port()
+    first, slow = free_port(), free_port()
     exporter = start(
         tmp_path,
         f"  first:\n    checks:\n{tcp('tcp', first, ', interval: 1h')}"

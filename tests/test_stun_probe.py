@@ -16,7 +16,7 @@ from exporter.probes import run_check
 from exporter.probes.stun import StunError, binding_request, parse_response
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from tests.support import stunserver
+from peers import stunserver
 
 
 def env_for(target: str, timeout: str = "2s", extra: str = "") -> ProbeEnv:

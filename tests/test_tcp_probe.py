@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.verdicts import Verdict
-from tests.support import webservers
-from tests.support.dnsserver import NXDOMAIN, DnsServer, records
+from peers import webservers
+from peers.dnsserver import NXDOMAIN, DnsServer, records
+from peers.listeners import free_port
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ async def test_open_port_is_ok_and_names_the_address(listening: int) -> None:
 
 
 async def test_closed_port_is_tcp_refused() -> None:
-    port = webservers.closed_port()
+    port = free_port()
     result = await webservers.probe({"kind": "tcp", "target": f"127.0.0.1:{port}"})
     assert result.verdict is Verdict.TCP_REFUSED
     assert f"127.0.0.1:{port}" in result.detail
@@ -69,7 +70,7 @@ async def test_a_silent_address_gets_only_its_share_of_the_time(
 
 
 async def test_when_every_address_fails_the_first_one_names_the_verdict(blackhole: str) -> None:
-    port = webservers.closed_port()
+    port = free_port()
     result = await webservers.probe(
         {"kind": "tcp", "target": f"svc.test:{port}", "address": ["127.0.0.1", blackhole]},
         timeout="1s",

@@ -14,8 +14,9 @@ import pytest
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.verdicts import Verdict
-from tests.support import certs, webservers
-from tests.support.dnsserver import DnsServer, records
+from peers import certs, webservers
+from peers.dnsserver import DnsServer, records
+from peers.listeners import free_port
 
 NAME = "tls.test"
 BLOCKED = "blocked.test"
@@ -102,7 +103,7 @@ async def test_server_that_does_not_speak_tls_is_tls_error(ports: dict[str, int]
 
 
 async def test_closed_port_is_tcp_refused_not_a_tls_verdict() -> None:
-    result = await webservers.probe(tls_check(webservers.closed_port()))
+    result = await webservers.probe(tls_check(free_port()))
     assert result.verdict is Verdict.TCP_REFUSED
     assert "tls" not in result.phases
 

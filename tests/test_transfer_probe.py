@@ -1,5 +1,5 @@
 """The transfer prober against a real HTTP(S) server on loopback whose bodies freeze, trickle,
-reset or end early, directly and through the lab's SOCKS5 and HTTP proxies."""
+reset or end early, directly and through a SOCKS5 and an HTTP proxy."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from lab.proxy import Proxy
-from tests.support import certs, webservers
+from peers import certs, webservers
+from peers.proxies import Proxy
 
 NAME = "transfer.test"
 KIB = 1024
@@ -226,8 +226,8 @@ async def test_refused_connection_is_tcp_refused() -> None:
 async def test_through_a_proxy_that_resolves_the_name(servers: dict[str, int], scheme: str) -> None:
     proxy = Proxy({NAME: "127.0.0.1"})
     handler = proxy.socks5 if scheme == "socks5" else proxy.http
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server = webservers.listen(handler)
+    port = server.server_address[1]
     # No address list: the name is not resolvable here, only at the proxy.
     config = load_text(
         f"""
@@ -262,8 +262,8 @@ async def test_plain_http_through_an_http_proxy_is_forwarded_by_it(
     servers: dict[str, int],
 ) -> None:
     proxy = Proxy({NAME: "127.0.0.1"})
-    server = await asyncio.start_server(proxy.http, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server = webservers.listen(proxy.http)
+    port = server.server_address[1]
     # No CONNECT for http://: the request goes to the proxy in absolute form.
     config = load_text(
         f"""

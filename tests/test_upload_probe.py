@@ -20,7 +20,7 @@ from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
 from exporter.verdicts import Verdict
-from tests.support import certs
+from peers import certs
 
 NAME = "upload.test"
 KIB = 1024

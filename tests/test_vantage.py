@@ -10,8 +10,8 @@ import pytest
 
 from exporter.vantage import vantage_state
 from exporter.verdicts import VantageState
-from tests.support.exporterproc import ExporterProcess
-from tests.support.listeners import closed_port
+from peers.exporterproc import ExporterProcess
+from peers.listeners import free_port
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_running_exporter_says_unknown_until_the_slow_control_answers(tmp_path: 
     path.write_text(
         "defaults: {interval: 10s, timeout: 3s}\nbogons: []\nservices:\n"
         f"  refusing:\n    role: control\n    checks:\n"
-        f'      - {{name: tcp, kind: tcp, target: "127.0.0.1:{closed_port()}"}}\n'
+        f'      - {{name: tcp, kind: tcp, target: "127.0.0.1:{free_port()}"}}\n'
         f"  slow:\n    role: control\n    scope: domestic\n    checks:\n"
         f'      - {{name: tls, kind: tls, target: "127.0.0.1:{silent.getsockname()[1]}"}}\n'
     )

@@ -29,8 +29,9 @@ from exporter.webconfig import WebConfig
 from exporter.webconfig import load as load_web_config
 from exporter.webserver import WebServer
 from exporter.webserver import connection as connection_module
-from tests.support import certs
-from tests.support.exporterproc import REPO, ExporterProcess, free_port
+from peers import REPO, certs
+from peers.exporterproc import ExporterProcess
+from peers.listeners import free_port
 
 
 def config_text(open_port: int, closed: int, extra: str = "") -> str:

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 
 from exporter import fdlimit
-from tests.support import webservers
-from tests.support.exporterproc import REPO, ExporterProcess
-from tests.support.webclients import half_open
+from peers import webservers
+from peers.exporterproc import REPO, ExporterProcess
+from peers.webclients import half_open
 
 
 def tcp_config(port: int, interval: str = "500ms", timeout: str = "300ms") -> str:

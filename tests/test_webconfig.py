@@ -22,8 +22,8 @@ import pytest
 
 from exporter import webauth
 from exporter.webconfig import WebConfigError, WebConfigWatcher, load
-from tests.support import certs
-from tests.support.exporterproc import REPO, ExporterProcess
+from peers import certs
+from peers.exporterproc import REPO, ExporterProcess
 
 CONFIG = """
 services:

@@ -37,8 +37,10 @@ def accepting_port() -> Iterator[int]:
         sock.close()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
+    """A port on `host` that nothing listens on (connecting is refused, a datagram is
+    answered by ICMP), free for a server the test is about to start."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind) as sock:
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
     return port

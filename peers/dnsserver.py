@@ -29,7 +29,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from tests.support import certs
+from peers import certs
 
 TTL = 60
 GARBAGE_BYTES = b"this is not a DNS message at all"
@@ -118,7 +118,7 @@ class Query:
 
 class DnsServer:
     """Serves `zone` (name → Entry; names not in it are NXDOMAIN). UDP and TCP share one
-    port; DoT and DoH get their own, with a certificate from tests.support.certs for `host`
+    port; DoT and DoH get their own, with a certificate from peers.certs for `host`
     (or `cert`, a (certificate, key) pair, to test verification failures)."""
 
     def __init__(
@@ -484,12 +484,3 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
 
 def _key(name: str) -> str:
     return name.rstrip(".").lower()
-
-
-def closed_port(host: str = "127.0.0.1", kind: int = socket.SOCK_DGRAM) -> int:
-    """A port on `host` with nothing listening (UDP by default): queries to it are refused."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port

@@ -21,7 +21,7 @@ async def start(
     alpn: list[str] | None = None,
 ) -> tuple[QuicServer, int]:
     """Serve QUIC handshakes on host:port with the (chain PEM, key PEM) pair from
-    tests.support.certs: (server, bound port). Close with server.close()."""
+    peers.certs: (server, bound port). Close with server.close()."""
     configuration = QuicConfiguration(is_client=False, alpn_protocols=alpn or ALPN)
     configuration.load_cert_chain(*cert_and_key)
     server = await serve(host, port, configuration=configuration)

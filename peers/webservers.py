@@ -1,13 +1,14 @@
-"""Real TCP, TLS and HTTP(S) servers on loopback for the probe tests and benchmarks, each
+"""Real TCP, TLS and HTTP(S) servers for the probe tests, the lab and the benchmarks, each
 misbehaving in one way a censor or a broken service does: resetting the ClientHello,
 never answering it, filtering by SNI, serving blockpages, redirect chains, endless, slow or
-cut-off bodies; an address that drops SYNs; and helpers to configure and run a check. Every
-server runs in its own threads (one per connection) so that it works beside any event loop,
-and stops when its context exits."""
+cut-off bodies, garbage; an address that drops SYNs; and helpers to configure and run a
+check. Every server runs in its own threads (one per connection) so that it works beside any
+event loop, on loopback for the tests and inside a namespace for the lab."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import itertools
 import os
@@ -28,7 +29,7 @@ from exporter.config import Config, load_text
 from exporter.probeenv import ProbeEnv
 from exporter.probes import run_check
 from exporter.result import Result
-from tests.support import certs
+from peers import certs
 
 Handler = Callable[[socket.socket], None]
 
@@ -60,10 +61,14 @@ class _Server(socketserver.ThreadingTCPServer):
     block_on_close = False
     request_queue_size = 1024
 
-    def __init__(self, handler: Handler, host: str) -> None:
+    def __init__(self, handler: Handler, host: str, port: int) -> None:
         self.handler = handler
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__((host, 0), _Dispatch)
+        super().__init__((host, port), _Dispatch)
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
 
 
 class _Dispatch(socketserver.BaseRequestHandler):
@@ -79,25 +84,23 @@ class _Dispatch(socketserver.BaseRequestHandler):
             self.request.close()
 
 
+def listen(handler: Handler, host: str = "127.0.0.1", port: int = 0) -> _Server:
+    """Run `handler(conn)` for every connection to `host`:`port` (0: a fresh port) until the
+    returned server's close(); its port is `server_address[1]`."""
+    server = _Server(handler, host, port)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    return server
+
+
 @contextlib.contextmanager
 def serve(handler: Handler, host: str = "127.0.0.1") -> Iterator[int]:
     """Run `handler(conn)` for every connection to a fresh port on `host`; yields the port."""
-    server = _Server(handler, host)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+    server = listen(handler, host)
     try:
         yield server.server_address[1]
     finally:
-        server.shutdown()
-        server.server_close()
-
-
-def closed_port(host: str = "127.0.0.1") -> int:
-    """A port on `host` where nothing listens (connecting is refused)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-    return port
+        server.close()
 
 
 # -- TLS -------------------------------------------------------------------------------------
@@ -158,21 +161,100 @@ def sni_filter(blocked_name: str, context: ssl.SSLContext) -> Handler:
 
 # -- HTTP ------------------------------------------------------------------------------------
 
+# The lab's big file is written in small pieces, so that they go out as small TLS records: a
+# client whose connection freezes after 16 KB has then decrypted most of what arrived, as with
+# the CDNs that the freeze hits. It never ends by itself (the client stops reading at its
+# min_bytes); the bound keeps a client that never stops from streaming forever.
+BIG_CHUNK = 4 * 1024
+BIG_LIMIT = 64 * 1024 * 1024
+# A small send buffer bounds what a /big connection has in flight, and with it the queue a
+# throttled connection leaves at the lab censor's shaper when the client gives up: well under
+# a second at 128 kbit/s, so that the next run's handshake is not stuck behind the last data.
+BIG_SEND_BUFFER = 4 * 1024
+# Requests are read up to here; a bigger head is not one we serve.
+HEAD_LIMIT = 64 * 1024
 
-def _response(status: int, body: bytes = b"", headers: tuple[str, ...] = ()) -> bytes:
-    head = [f"HTTP/1.1 {status} Status{status}", f"Content-Length: {len(body)}", *headers]
-    head.append("Connection: close")
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """A request as read by `http_site`: the body has been read (and discarded) already, so
+    that closing after the answer sends a FIN, not the RST that unread data would cause."""
+
+    method: str
+    target: str  # as in the request line
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # names lower-cased
+    head: bytes  # the request line and headers as received
+    body_bytes: int
+
+
+Route = Callable[[socket.socket, Request], None]
+
+
+def _response(
+    status: int, body: bytes = b"", headers: tuple[str, ...] = (), reason: str = ""
+) -> bytes:
+    head = [f"HTTP/1.1 {status} {reason or f'Status{status}'}", f"Content-Length: {len(body)}"]
+    head += [*headers, "Connection: close"]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _read_head(sock: socket.socket) -> bytes | None:
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes] | None:
+    """The request head, and what arrived after it; None if the peer went or sent too much."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
-        if not chunk or len(data) > 65536:
+        if not chunk or len(data) > HEAD_LIMIT:
             return None
         data += chunk
-    return data
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n", rest
+
+
+def _read_request(conn: socket.socket) -> Request | None:
+    received = _read_head(conn)
+    if received is None:
+        return None
+    head, rest = received
+    request_line, *lines = head.decode("latin-1").split("\r\n")
+    method, target = request_line.split(" ")[:2]
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if value:
+            headers[name.strip().lower()] = value.strip()
+    # Read the body through, discarding it: the upload sink, and a POST to any other path.
+    left = int(headers.get("content-length", "0") or 0) - len(rest)
+    while left > 0:
+        piece = conn.recv(min(65536, left))
+        if not piece:
+            return None
+        left -= len(piece)
+    parsed = urllib.parse.urlsplit(target)
+    return Request(
+        method=method,
+        target=target,
+        path=parsed.path,
+        query=urllib.parse.parse_qs(parsed.query),
+        headers=headers,
+        head=head,
+        body_bytes=int(headers.get("content-length", "0") or 0),
+    )
+
+
+def http_site(route: Route, context: ssl.SSLContext | None = None) -> Handler:
+    """An HTTP/1.1 server (HTTPS with `context`) that answers each request with `route`."""
+
+    def handle(sock: socket.socket) -> None:
+        sock.settimeout(HOLD_SECONDS)
+        conn = context.wrap_socket(sock, server_side=True) if context is not None else sock
+        with conn:
+            request = _read_request(conn)
+            if request is not None:
+                route(conn, request)
+
+    return handle
 
 
 def _redirect(location: str, status: int = 302) -> bytes:
@@ -180,7 +262,7 @@ def _redirect(location: str, status: int = 302) -> bytes:
 
 
 def http_handler(context: ssl.SSLContext | None = None) -> Handler:
-    """An HTTP/1.1 server (HTTPS with `context`) whose paths each behave one way:
+    """The one test and lab site, HTTPS with `context`, whose paths each behave one way:
 
     /ok, /                      200 "ok"
     /echo                       200, the request head as the body
@@ -193,6 +275,9 @@ def http_handler(context: ssl.SSLContext | None = None) -> Handler:
     /cookie-set, /cookie-check  a redirect that sets a cookie, and a page that needs it
     /no-auth                    200, or 403 when the request carries an Authorization header
     /charset?name=C             a blockpage labelled `Content-Type: text/html; charset=C`
+    /upload                     reads the (POST) body, discards it, 200 "received"
+    /big                        200 without length, small pieces until BIG_LIMIT (the lab's
+                                media file: freezes and throttling show in a transfer)
     /one-byte-chunks            200 chunked, a body of 1-byte chunks as fast as they go
     /endless                    200 without length, bytes forever (until the client goes)
     /endless-head               a response head that never ends
@@ -202,35 +287,17 @@ def http_handler(context: ssl.SSLContext | None = None) -> Handler:
     /reset-mid-body             200 with Content-Length 100000, 5000 bytes, then RST
     /close                      reads the request, closes (FIN) without answering
     /reset                      reads the request, resets without answering
+    anything else               404
     """
-
-    def handle(sock: socket.socket) -> None:
-        sock.settimeout(HOLD_SECONDS)
-        conn = context.wrap_socket(sock, server_side=True) if context is not None else sock
-        with conn:
-            head = _read_head(conn)
-            if head is None:
-                return
-            request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-            method, target = request_line.split(" ")[:2]
-            parsed = urllib.parse.urlsplit(target)
-            path, query = parsed.path, urllib.parse.parse_qs(parsed.query)
-            _route(conn, method, path, query, head)
-
-    return handle
+    return http_site(_route, context)
 
 
-def _route(
-    conn: socket.socket,
-    method: str,
-    path: str,
-    query: dict[str, list[str]],
-    head: bytes,
-) -> None:
+def _route(conn: socket.socket, request: Request) -> None:
     send = conn.sendall
+    path, query, head = request.path, request.query, request.head
     if path in ("/", "/ok"):
         # A HEAD response has the GET response's head and no body.
-        send(_response(200, b"" if method == "HEAD" else b"ok\n"))
+        send(_response(200, b"" if request.method == "HEAD" else b"ok\n"))
     elif path == "/echo":
         send(_response(200, head))
     elif path.startswith("/status/"):
@@ -258,6 +325,17 @@ def _route(
     elif path == "/charset":
         body = f"<html>Access restricted: {BLOCKPAGE_MARKER}</html>".encode()
         send(_response(200, body, (f"Content-Type: text/html; charset={query['name'][0]}",)))
+    elif path == "/upload":
+        send(_response(200, b"received\n", ("Content-Type: text/plain",)))
+    elif path == "/big":
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, BIG_SEND_BUFFER)
+        send(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        chunk = b"\0" * BIG_CHUNK
+        for _ in range(BIG_LIMIT // BIG_CHUNK):
+            send(chunk)
     elif path == "/one-byte-chunks":
         send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
         chunks = b"1\r\nx\r\n" * 10000
@@ -302,79 +380,40 @@ def _pour(conn: socket.socket) -> None:
         conn.sendall(chunk)
 
 
-# -- a SOCKS5 proxy --------------------------------------------------------------------------
+# -- what a censor's box answers in a site's place -----------------------------------------
 
 
-def socks5_handler(resolve: Callable[[str], str] | None = None) -> Handler:
-    """A minimal SOCKS5 proxy (no auth, CONNECT only). It resolves domain names itself,
-    through `resolve` (default: as given, for IP literals and /etc/hosts names), as a VPN
-    would; it records the names it was asked for in `socks5_handler.seen`."""
+def redirect_to_blockpage(
+    blockpage_host: str, page: bytes, context: ssl.SSLContext | None = None
+) -> Handler:
+    """An ISP's blockpage server: a request for any other site (it arrives here by a DNS lie
+    or by a redirection of its packets) is redirected to `blockpage_host`, which is served
+    `page`."""
 
-    def handle(client: socket.socket) -> None:
-        client.settimeout(HOLD_SECONDS)
-        greeting = client.recv(262)
-        if not greeting or greeting[0] != 5:
+    def route(conn: socket.socket, request: Request) -> None:
+        host = request.headers.get("host", "").split(":")[0]
+        if host == blockpage_host:
+            conn.sendall(_response(200, page, ("Content-Type: text/html",), "OK"))
             return
-        client.sendall(b"\x05\x00")
-        request = client.recv(262)
-        atyp = request[3]
-        if atyp == 1:
-            host, rest = socket.inet_ntoa(request[4:8]), request[8:]
-        elif atyp == 3:
-            length = request[4]
-            host, rest = request[5 : 5 + length].decode(), request[5 + length :]
-            seen.append(host)
-            host = resolve(host) if resolve else host
-        else:
-            host, rest = socket.inet_ntop(socket.AF_INET6, request[4:20]), request[20:]
-        port = int.from_bytes(rest[:2])
-        try:
-            upstream = socket.create_connection((host, port), timeout=5)
-        except OSError:
-            client.sendall(b"\x05\x05\x00\x01" + b"\x00" * 6)  # connection refused
-            return
-        client.sendall(b"\x05\x00\x00\x01" + b"\x00" * 6)
-        _splice(client, upstream)
+        blocked = urllib.parse.quote(f"{host}{request.target}", safe="")
+        location = f"http://{blockpage_host}/?blocked={blocked}"
+        conn.sendall(_response(302, b"", (f"Location: {location}",), "Found"))
 
-    seen: list[str] = []
-    handle.seen = seen  # type: ignore[attr-defined]
-    return handle
+    return http_site(route, context)
 
 
-def http_connect_handler(sock: socket.socket) -> None:
-    """A minimal HTTP CONNECT proxy."""
+def answer_every_request(status: int, body: bytes, reason: str = "") -> Handler:
+    """A transparent proxy's refusal without a recognisable blockpage (451, say): the same
+    answer to any request."""
+    answer = _response(status, body, ("Content-Type: text/html",), reason)
+    return http_site(lambda conn, _: conn.sendall(answer))
+
+
+def garbage(sock: socket.socket) -> None:
+    """Bytes that are not an HTTP response, after the request."""
     sock.settimeout(HOLD_SECONDS)
-    head = _read_head(sock)
-    if head is None:
-        return
-    method, target = head.split(b" ")[:2]
-    if method != b"CONNECT":
-        sock.sendall(_response(405))
-        return
-    host, _, port = target.decode().rpartition(":")
-    try:
-        upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
-    except OSError:
-        sock.sendall(_response(502, b"bad gateway\n"))
-        return
-    sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-    _splice(sock, upstream)
-
-
-def _splice(a: socket.socket, b: socket.socket) -> None:
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    b.settimeout(HOLD_SECONDS)
-    other = threading.Thread(target=pump, args=(b, a), daemon=True)
-    other.start()
-    pump(a, b)
-    other.join(HOLD_SECONDS)
-    b.close()
+    if _read_head(sock) is not None:
+        sock.sendall(b"\x00\x01\x02 this is not HTTP at all \xff\xfe\r\n\r\n")
 
 
 def counted(handler: Handler) -> tuple[Handler, list[int]]:

@@ -12,7 +12,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -20,22 +19,17 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-REPO = Path(__file__).resolve().parents[2]
+from peers.exporterproc import ExporterProcess
+from peers.listeners import free_port
+
 LOOPBACK = "127.0.0.1"
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port free right now; the small race until the process binds it is accepted."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -119,15 +113,14 @@ class Process:
         self._log_file.close()
 
 
-class Exporter(Process):
+class Exporter(ExporterProcess):
+    """The real exporter, started, named and logging into `log_dir` beside the others."""
+
     def __init__(self, name: str, config: Path, log_dir: Path) -> None:
-        self.port = free_port()
+        super().__init__(config, log_path=log_dir / f"{name}.log")
+        self.name = name
         self.address = f"{LOOPBACK}:{self.port}"
-        self.config = config
-        args = [sys.executable, "-m", "exporter", f"--config.file={config}",
-                f"--web.listen-address={self.address}", "--log.level=debug"]  # fmt: skip
-        super().__init__(name, args, log_dir, cwd=REPO)
-        self.wait_ready(f"http://{self.address}/-/ready")
+        self.start(ready_timeout=30.0)
 
 
 class Prometheus(Process):
@@ -175,10 +168,13 @@ class Prometheus(Process):
 # ---- Loopback servers ---------------------------------------------------------------------
 
 
+P = TypeVar("P", Process, ExporterProcess)
+
+
 class Cleanup(contextlib.ExitStack):
     """Undoes a fixture's setup in reverse, whatever failed: every process is stopped."""
 
-    def add_process(self, process: Process) -> Process:
+    def add_process(self, process: P) -> P:
         self.callback(process.stop)
         return process
 

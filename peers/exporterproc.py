@@ -1,11 +1,11 @@
-"""Runs the real exporter (`python -m exporter`) as a child process for end-to-end tests,
-and reads its /metrics the way Prometheus would."""
+"""Runs the real exporter (`python -m exporter`) as a child process, for the end-to-end
+tests and for the lab (there inside the client's namespace), and reads its /metrics the way
+Prometheus would."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,34 +16,35 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from peers import REPO
+from peers.listeners import free_port
 
 
 class ExporterProcess:
+    """The exporter on 127.0.0.1:`port`, logging to `log_path` (beside the config unless
+    given); `prefix` goes before the command, e.g. `ip netns exec NS` to start it in a
+    namespace, in which case `get` must be overridden to reach that namespace's loopback."""
+
     def __init__(
         self,
         config: Path,
         args: Sequence[str] = (),
         port: int | None = None,
+        *,
         prefix: Sequence[str] = (),
+        log_level: str = "debug",
+        log_path: Path | None = None,
     ) -> None:
-        """`prefix`: a command that runs the exporter, such as `prlimit --nofile=128`."""
         self.config = config
         self.port = port or free_port()
         self.args = list(args)
         self.prefix = list(prefix)
+        self.log_level = log_level
         if not any(a.startswith("--storage.path") for a in self.args):
             # The default (data/ in the working directory) would write into the checkout.
             self.args.append(f"--storage.path={config.parent / 'data'}")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = config.with_suffix(".log")
+        self.log_path = log_path or config.with_suffix(".log")
 
     @property
     def url(self) -> str:
@@ -53,12 +54,13 @@ class ExporterProcess:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "exporter", f"--config.file={self.config}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=debug", *self.args],
+             f"--web.listen-address=127.0.0.1:{self.port}", f"--log.level={self.log_level}",
+             *self.args],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )  # fmt: skip
         deadline = time.monotonic() + ready_timeout
-        while time.monotonic() < deadline:
+        while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exporter exited {self.proc.returncode}:\n{self.logs()}")
             try:
@@ -66,8 +68,10 @@ class ExporterProcess:
                     return self
             except OSError:
                 pass
+            if time.monotonic() > deadline:
+                # Left running: a test may go on to reach it by other means (TLS, say).
+                raise RuntimeError(f"exporter not ready in {ready_timeout}s:\n{self.logs()}")
             time.sleep(0.05)
-        raise RuntimeError(f"exporter not ready in {ready_timeout}s:\n{self.logs()}")
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
