@@ -25,6 +25,7 @@ import httpx
 
 from exporter.classify import causes, describe
 from exporter.config import ResolverSpec
+from exporter.dnswire import Answer, Query, read_answer
 from exporter.probeenv import ProbeEnv
 from exporter.timeshare import address_deadline
 
@@ -100,10 +101,7 @@ async def query(
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        request = dns.message.make_query(
-            name, _RDTYPES.get(rdtype) or dns.rdatatype.from_text(rdtype),
-            use_edns=0, payload=EDNS_PAYLOAD,
-        )  # fmt: skip
+        request = Query(name, _RDTYPES.get(rdtype) or dns.rdatatype.from_text(rdtype), EDNS_PAYLOAD)
     except dns.exception.DNSException as exc:
         # Only names from the wire (a redirect's Location) get here unchecked.
         return DnsReply(Outcome.ERROR, detail=f"invalid name {name!r}: {exc}")
@@ -121,7 +119,7 @@ async def query(
 # -- transports ---------------------------------------------------------------------------------
 
 
-async def _system(request: dns.message.Message, deadline: float, env: ProbeEnv) -> DnsReply:
+async def _system(request: Query, deadline: float, env: ProbeEnv) -> DnsReply:
     """The nameservers of resolv.conf in turn, each with an equal share of the time left, as
     the C library does; a definite answer (NOERROR, NXDOMAIN) ends the search."""
     nameservers = _system_nameservers()
@@ -171,9 +169,7 @@ def _system_nameservers() -> list[str] | str:
     return found
 
 
-async def _server(
-    spec: ResolverSpec, request: dns.message.Message, deadline: float, env: ProbeEnv
-) -> DnsReply:
+async def _server(spec: ResolverSpec, request: Query, deadline: float, env: ProbeEnv) -> DnsReply:
     """udp://, tcp:// or tls://; a resolver given by name is found through the system
     resolver, and its addresses are tried in turn while they refuse."""
     if _is_ip(spec.host):
@@ -193,7 +189,7 @@ async def _server(
 
 async def _system_addresses(host: str, deadline: float, env: ProbeEnv) -> list[str] | DnsReply:
     for rdtype in ("A", "AAAA"):
-        request = dns.message.make_query(host, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
+        request = Query(host, _RDTYPES[rdtype], EDNS_PAYLOAD)
         reply = await _system(request, deadline, env)
         if reply.addresses:
             return reply.addresses
@@ -209,7 +205,7 @@ async def _exchange(
     host: str,
     port: int,
     server_name: str,
-    request: dns.message.Message,
+    request: Query,
     deadline: float,
     env: ProbeEnv,
 ) -> DnsReply:
@@ -285,7 +281,7 @@ async def _stream(
             writer.transport.abort()
 
 
-async def _doh(url: str, request: dns.message.Message, deadline: float, env: ProbeEnv) -> DnsReply:
+async def _doh(url: str, request: Query, deadline: float, env: ProbeEnv) -> DnsReply:
     """RFC 8484 POST; the certificate must be valid for the host in the URL, name or IP."""
     request.id = 0  # RFC 8484 4.1: cache-friendly, and the reply must echo it
     client = env.http_client(DOH_CLIENT_KEY, functools.partial(_doh_client, env))
@@ -337,9 +333,13 @@ async def _doh_body(response: httpx.Response) -> bytes:
 # -- replies ------------------------------------------------------------------------------------
 
 
-def _parse(request: dns.message.Message, wire: bytes, udp: bool = False) -> dns.message.Message:
+def _parse(request: Query, wire: bytes, udp: bool = False) -> dns.message.Message | Answer:
     """The response to `request` in `wire`, or _Malformed. Over UDP a truncated response to
-    our query raises dns.message.Truncated, for a retry over TCP."""
+    our query raises dns.message.Truncated, for a retry over TCP. The common replies are
+    read by exporter.dnswire; dnspython reads the rest (and says what is wrong)."""
+    answer = read_answer(request, wire)
+    if answer is not None:
+        return answer
     try:
         response = dns.message.from_wire(wire, raise_on_truncation=udp)
     except dns.message.Truncated as exc:
@@ -357,9 +357,9 @@ def _parse(request: dns.message.Message, wire: bytes, udp: bool = False) -> dns.
     return response
 
 
-def _answer(
-    request: dns.message.Message, response: dns.message.Message, note: str = ""
-) -> DnsReply:
+def _answer(request: Query, response: dns.message.Message | Answer, note: str = "") -> DnsReply:
+    if isinstance(response, Answer):
+        return DnsReply(Outcome.ANSWER, response.rcode, response.addresses, note)
     rcode = response.rcode()
     addresses = _addresses(response, request.question[0]) if rcode == dns.rcode.NOERROR else []
     return DnsReply(Outcome.ANSWER, dns.rcode.to_text(rcode), addresses, note)
