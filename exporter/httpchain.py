@@ -80,7 +80,7 @@ async def follow_chain(
     when it did not. With `final`, the last response's status is checked first and its body
     left to `final`; without, the body (up to `body_limit`) is matched, then the status."""
     patterns = env.config.blockpages
-    cookies = httpx.Cookies()
+    cookies: httpx.Cookies | None = None  # made when a hop sets one: most chains have none
     url, hops = check.target, 0
     while True:
         result.final_url, result.status_code = url, None
@@ -93,6 +93,9 @@ async def follow_chain(
                 _evidence(result, exchange)
                 response = exchange.response
                 assert response is not None
+                if "set-cookie" in response.headers:
+                    cookies = cookies if cookies is not None else httpx.Cookies()
+                    cookies.extract_cookies(response)
                 status = result.status_code = response.status_code
                 location = response.headers.get("location")
                 if location is not None and (blocked := match_blockpage(patterns, location)):

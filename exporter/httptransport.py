@@ -3,12 +3,12 @@
 httpx reports a refused connection and a failed TLS handshake alike (ConnectError), connects
 to whatever its resolver returns, and pools connections. A probe needs the opposite: resolve
 through the check's resolver, connect to the address it chose while keeping the name for SNI
-and Host, a fresh connection every run, and the layer of every failure. So each shared
-`httpx.AsyncClient` (one per distinct verify/proxy setting, `trust_env=False`) sends through
-`ProbeTransport`, which connects with `exporter.netconnect`, goes through a proxy with
-`exporter.proxytunnel` when the check has one, and speaks HTTP/1.1 with `exporter.httpwire`:
-one stack for direct and proxied requests. The exchange in progress travels to the transport
-in a context variable, so one shared client serves concurrent probes.
+and Host, a fresh connection every run, and the layer of every failure. So an exchange hands
+its httpx.Request to `ProbeTransport` (one per proxy setting), which connects with
+`exporter.netconnect`, goes through a proxy with `exporter.proxytunnel` when the check has
+one, and speaks HTTP/1.1 with `exporter.httpwire`: one stack for direct and proxied requests.
+No httpx.AsyncClient sits in between: redirects, cookies, proxies and timeouts are all
+handled here, so its per-request machinery was pure cost (~5% of an https probe's CPU).
 
 Reuse (the http and transfer probes do this through `exporter.httpchain`)::
 
@@ -38,12 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import http.cookiejar
 import ipaddress
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 import httpx
 
@@ -110,10 +107,6 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     httpx.InvalidURL,
 )
 
-_current: contextvars.ContextVar[HttpExchange | None] = contextvars.ContextVar(
-    "reachability_http_exchange", default=None
-)
-
 
 class ExchangeFailure(Exception):
     """An HTTP exchange failed: the typed failure, its verdict and evidence, and the exchange
@@ -163,27 +156,23 @@ class HttpExchange:
     async def send(
         self, url: str, method: str = "GET", cookies: httpx.Cookies | None = None
     ) -> httpx.Response:
-        """Send the request and return once the response headers are in."""
+        """Send the request (with `cookies`, when there are any) and return once the
+        response headers are in."""
         self.url = url
-        client = shared_client(self.env, self.verify, self.proxy)
-        token = _current.set(self)
+        transport = shared_transport(self.env, self.proxy)
         try:
             async with asyncio.timeout_at(self.deadline):
                 request = httpx.Request(method, _url(url), headers=DEFAULT_HEADERS)
                 if cookies:
                     cookies.set_cookie_header(request)
-                response = await client.send(request, stream=True)
+                response = await transport.send(self, request)
         except NETWORK_ERRORS as exc:
             self._close_stream()
             raise self.failure(exc) from exc
-        finally:
-            _current.reset(token)
         self.response = response
         self.stage = STAGE_TRANSFER
         if self._stream is not None and self.first_byte_at is None:
             self.first_byte_at = self._stream.first_data
-        if cookies is not None and "set-cookie" in response.headers:
-            cookies.extract_cookies(response)
         return response
 
     # -- receiving ---------------------------------------------------------------------------
@@ -400,46 +389,23 @@ async def http_request(
         exchange.close()
 
 
-# -- httpx client and transport ---------------------------------------------------------------
+# -- the transport ---------------------------------------------------------------------------
 
 
-class _NoCookies(http.cookiejar.CookieJar):
-    """The shared client's jar, which keeps nothing: one run's cookies must not leak into
-    the next. A redirect chain carries its own cookies (`cookies=` of http_request)."""
-
-    def extract_cookies(self, response: Any, request: Any) -> None:
-        return None
-
-    def set_cookie(self, cookie: http.cookiejar.Cookie) -> None:
-        return None
+def shared_transport(env: ProbeEnv, proxy: str | None) -> ProbeTransport:
+    """The one transport for this proxy setting (verification is the exchange's)."""
+    return env.shared(("probe-http", proxy), lambda: ProbeTransport(proxy))
 
 
-def shared_client(env: ProbeEnv, verify: bool, proxy: str | None) -> httpx.AsyncClient:
-    """The one client for this (verify, proxy) setting, built on first use."""
-
-    def build() -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=ProbeTransport(proxy),
-            trust_env=False,
-            follow_redirects=False,
-            timeout=None,
-            cookies=_NoCookies(),
-        )
-
-    return env.http_client(("probe-http", verify, proxy), build)
-
-
-class ProbeTransport(httpx.AsyncBaseTransport):
-    """Sends each request over a connection of its own, opened by the current exchange:
-    straight to the target, or through the check's proxy."""
+class ProbeTransport:
+    """Sends each request over a connection of its own, opened by its exchange: straight to
+    the target, or through the check's proxy. Each run's cookies stay in its own chain
+    (exporter.httpchain): nothing here keeps any."""
 
     def __init__(self, proxy: str | None) -> None:
         self._proxy = None if proxy is None else Proxy.parse(proxy)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        exchange = _current.get()
-        if exchange is None:
-            raise RuntimeError("ProbeTransport sends only within an HttpExchange")
+    async def send(self, exchange: HttpExchange, request: httpx.Request) -> httpx.Response:
         url = request.url
         https = url.scheme == "https"
         if not https and url.scheme != "http":
@@ -468,6 +434,7 @@ class ProbeTransport(httpx.AsyncBaseTransport):
             status_code=head.status_code,
             headers=head.headers.raw_items(),
             stream=_H11Body(http11, stream),
+            request=request,  # httpx.Cookies.extract_cookies reads the URL from it
             extensions={
                 "http_version": b"HTTP/" + head.http_version,
                 "reason_phrase": head.reason,
@@ -495,5 +462,5 @@ __all__ = [
     "HttpExchange",
     "ProbeTransport",
     "http_request",
-    "shared_client",
+    "shared_transport",
 ]

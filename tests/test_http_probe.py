@@ -131,7 +131,7 @@ async def test_name_resolved_through_the_checks_resolver(servers: Servers) -> No
     assert result.address == "127.0.0.1"
 
 
-async def test_concurrent_probes_share_one_client_without_mixing_up(servers: Servers) -> None:
+async def test_concurrent_probes_share_one_transport_without_mixing_up(servers: Servers) -> None:
     paths = ["/ok", "/status/503", "/blockpage", "/reset-mid-body", "/chain/2"] * 4
     config = webservers.config(
         [{"name": f"c{i}", "kind": "http", "target": servers.url(p)} for i, p in enumerate(paths)]
@@ -139,7 +139,8 @@ async def test_concurrent_probes_share_one_client_without_mixing_up(servers: Ser
     env = ProbeEnv(config)
     try:
         results = await asyncio.gather(*(run_check(check, env) for check in config.checks()))
-        assert len(env._clients) == 1  # one client for the one (verify, proxy) setting
+        assert len(env._shared) == 1  # one transport for the one proxy setting
+        assert not env._clients  # and no httpx client on the probe path
     finally:
         await env.aclose()
     expected = [Verdict.OK, Verdict.HTTP_STATUS, Verdict.HTTP_BLOCKPAGE, Verdict.HTTP_RESET]
