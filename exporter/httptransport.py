@@ -41,6 +41,7 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
 import httpx
 
