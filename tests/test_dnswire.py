@@ -163,7 +163,7 @@ def test_common_replies_are_read_without_dnspython() -> None:
     }
     for key, expected in [
         ((b"\x03one\x04test", A), ("NOERROR", ["192.0.2.1"])),
-        ((b"\x05alias\x04test", A), ("NOERROR", ["192.0.2.2", "192.0.2.1"])),
+        ((b"\x05alias\x04test", A), ("NOERROR", ["192.0.2.1", "192.0.2.2"])),
         ((b"\x05alias\x04test", AAAA), ("NOERROR", ["2001:db8::1", "::1.2.3.4"])),
         ((b"\x05empty\x04test", A), ("NOERROR", [])),
         ((b"\x04gone\x04test", A), ("NXDOMAIN", [])),
@@ -172,7 +172,9 @@ def test_common_replies_are_read_without_dnspython() -> None:
     ]:
         answer = read_answer(*replies[key])
         assert answer is not None, key
-        assert (answer.rcode, answer.addresses) == expected == dnspython_reading(*replies[key])
+        assert (answer.rcode, answer.addresses) == dnspython_reading(*replies[key])
+        # The server's rrset order is its own (a set): the addresses, in dnspython's order.
+        assert (answer.rcode, sorted(answer.addresses)) == (expected[0], sorted(expected[1]))
     nxdomain_with_soa, without_opt, a_beside_cname = crafted_replies()[:3]
     assert read_answer(*nxdomain_with_soa) == Answer("NXDOMAIN", [])
     assert read_answer(*without_opt) == Answer("NOERROR", ["192.0.2.7"])
