@@ -229,8 +229,8 @@ async def _exchange(
 
 
 async def _udp(
-    request: dns.message.Message, host: str, port: int, wire: bytes, deadline: float
-) -> dns.message.Message:
+    request: Query, host: str, port: int, wire: bytes, deadline: float
+) -> dns.message.Message | Answer:
     """The first datagram that answers `request`; replies to other queries are skipped (an
     off-path injector's wrong-ID datagram must not end the query before the real one)."""
     loop = asyncio.get_running_loop()

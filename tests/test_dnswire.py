@@ -17,7 +17,7 @@ import pytest
 
 from exporter import dnsquery
 from exporter.dnswire import Answer, Query, read_answer
-from tests.support.dnsserver import (
+from peers.dnsserver import (
     NODATA,
     NXDOMAIN,
     SERVFAIL,
