@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from exporter.verdicts import Verdict
+from peers import REPO
 from peers import prometheus_harness as ph
 
-HERE = ph.REPO / "dashboards"
+HERE = REPO / "dashboards"
 FILES = sorted(HERE.glob("*.json"))
 DS = {"type": "prometheus", "uid": "${datasource}"}
 

@@ -18,11 +18,12 @@ import pytest
 import trustme
 import yaml
 
+from peers import REPO
 from peers import prometheus_harness as ph
 
-DEPLOY = ph.REPO / "deploy"
+DEPLOY = REPO / "deploy"
 RULES = DEPLOY / "prometheus" / "reachability.rules.yml"
-DASHBOARDS = sorted((ph.REPO / "dashboards").glob("*.json"))
+DASHBOARDS = sorted((REPO / "dashboards").glob("*.json"))
 
 # Per-service alerts: the ones the vantage state suppresses.
 PER_SERVICE_ALERTS = {

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
+from peers import REPO
 from peers import prometheus_harness as ph
 
-PROMETHEUS_DIR = ph.REPO / "deploy" / "prometheus"
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
 RULES = PROMETHEUS_DIR / "reachability.rules.yml"
 RULE_TESTS = PROMETHEUS_DIR / "reachability.rules.test.yml"
-ALERTMANAGER = ph.REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
 SAY_WHEN_OTHERWISE = {"ReachabilityCertificateExpiring", "ReachabilityResultsStale"}
 
 
