@@ -67,41 +67,51 @@ class WeakResolver:
 def counting_server() -> Iterator[tuple[int, dict[str, int]]]:
     """A TCP port that accepts connections and never says a word (a TLS handshake to it
     stalls until the client's timeout); yields the port and counters: `open` now and `most`
-    open at once."""
+    open at once. Closed connections are reaped just before each accept: a client that
+    closes one connection before opening the next has its FIN queued ahead of the new SYN,
+    so the count never depends on how quickly a thread of ours runs."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     sock.settimeout(0.2)
     counts = {"open": 0, "most": 0}
-    lock = threading.Lock()
     stop = threading.Event()
+    held: list[socket.socket] = []
 
-    def hold(conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    if not conn.recv(65536):
-                        break
-                except TimeoutError:
-                    continue
-                except OSError:
-                    break
-        with lock:
-            counts["open"] -= 1
+    def closed_by_peer(conn: socket.socket) -> bool:
+        while True:
+            try:
+                if not conn.recv(65536):
+                    return True
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+
+    def reap() -> None:
+        readable = select.select(held, [], [], 0)[0] if held else []
+        for conn in readable:
+            if closed_by_peer(conn):
+                held.remove(conn)
+                conn.close()
+        counts["open"] = len(held)
 
     def serve() -> None:
         while not stop.is_set():
             try:
                 conn, _ = sock.accept()
             except TimeoutError:
+                reap()
                 continue
             except OSError:
                 return
-            with lock:
-                counts["open"] += 1
-                counts["most"] = max(counts["most"], counts["open"])
-            threading.Thread(target=hold, args=(conn,), daemon=True).start()
+            conn.setblocking(False)
+            reap()
+            held.append(conn)
+            counts["open"] = len(held)
+            counts["most"] = max(counts["most"], counts["open"])
+        for conn in held:
+            conn.close()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
