@@ -215,6 +215,11 @@ class Stream(asyncio.Protocol):
         return self._take_error() if self._error is not None else None
 
     @property
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return len(self._buffer)
+
+    @property
     def ended(self) -> bool:
         """The peer has finished sending (or the connection is gone)."""
         return self._eof
@@ -300,6 +305,14 @@ class Stream(asyncio.Protocol):
         if self._transport is None:
             raise TlsClosed("connection closed before the TLS handshake")
         plain = self._transport
+        if self._error is not None:
+            # Reset before the ClientHello went out: reads as a reset in the handshake.
+            error = self._take_error()
+            plain.abort()
+            raise _tls_failure(error) from error
+        if self._eof or plain.is_closing():
+            plain.abort()
+            raise TlsClosed("connection closed before the TLS handshake")
         self._paused = False
         self.first_data = None
         loop = self._loop
@@ -316,6 +329,11 @@ class Stream(asyncio.Protocol):
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
             plain.abort()
             raise _tls_failure(exc) from exc
+        except BaseException:
+            # Cancelled (run_check's overrun cut): the plain transport owns the socket and
+            # must let go of it now, not after a graceful TLS shutdown.
+            plain.abort()
+            raise
         finally:
             if phases is not None:
                 phases.add(PHASE_TLS, loop.time() - started)
@@ -327,7 +345,8 @@ class Stream(asyncio.Protocol):
 
 
 async def open_stream(sock: socket.socket) -> Stream:
-    """A plain Stream over a connected socket (the Stream owns it from then on)."""
+    """A plain Stream over a connected socket (the Stream's transport owns it from then on,
+    also when this is cancelled: asyncio then closes the transport, and with it the socket)."""
     stream = Stream()
     await asyncio.get_running_loop().create_connection(lambda: stream, sock=sock)
     return stream
@@ -340,31 +359,25 @@ async def tls_handshake(
     deadline: float,
     phases: Phases | None = None,
 ) -> Stream:
-    """Run a TLS handshake with SNI `server_hostname` over a connected socket (which it then
-    owns, and closes on failure). `context` decides verification. Raises TlsFailure, its
-    cause telling classify a reset from a stall, a bad certificate or garbage."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    stream = Stream()
-    try:
-        async with asyncio.timeout_at(deadline):
-            await loop.create_connection(
-                lambda: stream,
-                sock=sock,
-                ssl=context,
-                server_hostname=_sni(server_hostname),
-                ssl_handshake_timeout=max(deadline - started, 0.0) + _HANDSHAKE_TIMEOUT_SLACK,
-            )
-    except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-        sock.close()
-        raise _tls_failure(exc) from exc
-    except BaseException:
-        sock.close()
-        raise
-    finally:
-        if phases is not None:
-            phases.add(PHASE_TLS, loop.time() - started)
-    return stream
+    """Run a TLS handshake with SNI `server_hostname` over a connected socket (whose
+    transport then owns it, and closes it on failure). `context` decides verification.
+    Raises TlsFailure, its cause telling classify a reset from a stall, a bad certificate or
+    garbage.
+
+    The socket goes to a plain transport first and TLS starts over it, so that a failed or
+    cancelled handshake aborts that transport, which closes the socket. Handing the socket to
+    `create_connection(ssl=...)` instead leaves no handle to abort: when the handshake
+    completes in the loop iteration that also cancels it (its deadline, or run_check's
+    overrun cut, under load), asyncio answers the cancellation with a graceful TLS shutdown
+    that keeps the transport alive for up to 30 s, and closing the socket under it frees a
+    descriptor number that asyncio still maps to that live transport: the next socket() gets
+    the number and asyncio refuses it ("File descriptor N is used by transport")."""
+    stream = await open_stream(sock)
+    if stream.buffered:
+        # Bytes before our ClientHello: no TLS server speaks first (a banner, a blockpage).
+        stream.close()
+        raise TlsFailure("the server sent data before the ClientHello: not TLS")
+    return await stream.start_tls(context, server_hostname, deadline, phases)
 
 
 def _sni(name: str) -> str:
