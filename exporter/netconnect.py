@@ -6,6 +6,7 @@ guess from a generic exception which layer broke."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import Sequence
@@ -266,7 +267,7 @@ class Stream(asyncio.Protocol):
         """Drop the connection at once. A probe has what it came for; a graceful TLS
         shutdown would wait on the peer (up to asyncio's 30 s) for nothing."""
         if self._transport is not None:
-            self._transport.abort()
+            _abort(self._transport)
 
     def cert_expiry(self) -> float | None:
         """The leaf certificate's notAfter (unix seconds) when it was verified, else None.
@@ -308,10 +309,10 @@ class Stream(asyncio.Protocol):
         if self._error is not None:
             # Reset before the ClientHello went out: reads as a reset in the handshake.
             error = self._take_error()
-            plain.abort()
+            _abort(plain)
             raise _tls_failure(error) from error
         if self._eof or plain.is_closing():
-            plain.abort()
+            _abort(plain)
             raise TlsClosed("connection closed before the TLS handshake")
         self._paused = False
         self.first_data = None
@@ -327,21 +328,32 @@ class Stream(asyncio.Protocol):
                     ssl_handshake_timeout=max(deadline - started, 0.0) + _HANDSHAKE_TIMEOUT_SLACK,
                 )
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            plain.abort()
+            _abort(plain)
             raise _tls_failure(exc) from exc
         except BaseException:
             # Cancelled (run_check's overrun cut): the plain transport owns the socket and
             # must let go of it now, not after a graceful TLS shutdown.
-            plain.abort()
+            _abort(plain)
             raise
         finally:
             if phases is not None:
                 phases.add(PHASE_TLS, loop.time() - started)
         if upgraded is None:
-            plain.abort()
+            _abort(plain)
             raise TlsClosed("connection closed during the TLS handshake")
         self._transport = upgraded
         return self
+
+
+def _abort(transport: asyncio.Transport) -> None:
+    """Abort `transport`, which owns its socket and closes it a loop turn later; the
+    shutdown tells the peer now, so that a probe that has returned has let go of its
+    connection as the peer sees it (a server counting our connections sees a limit kept)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    transport.abort()
 
 
 async def open_stream(sock: socket.socket) -> Stream:
