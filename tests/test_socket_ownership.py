@@ -14,10 +14,10 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
-from tests.support import certs, webservers
 
 from exporter.errors import TlsFailure
 from exporter.netconnect import Stream, open_tcp, tls_handshake
+from peers import certs, webservers
 
 NAME = "tls.test"
 # The handshake is cut this long after it starts; the loop is stalled past that meanwhile.
