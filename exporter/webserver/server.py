@@ -47,8 +47,6 @@ EVICTION_BATCH = 16
 EVICT_AFTER_TURNS = 2
 # Connections accepted in one turn of the loop at most.
 ACCEPT_BATCH = 64
-# Accepted sockets whose descriptor asyncio still maps to a dead transport, kept open.
-QUARANTINE_MAX = 16
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 log = logging.getLogger(__name__)
@@ -130,7 +128,6 @@ class WebServer:
         self._waiting_first: dict[Connection, None] = {}
         self._waiting_again: dict[Connection, None] = {}
         self._room = asyncio.Event()
-        self._quarantine: list[socket.socket] = []
         # Turns of the accept loop; a connection is evicted only once its own reader has
         # had its turn (the accept loop runs before the readers in a turn of the loop).
         self._turn = 0
@@ -158,7 +155,7 @@ class WebServer:
         for connection in list(self._open):
             connection.close()
         await asyncio.gather(*self._accepting, *serving, return_exceptions=True)
-        for sock in self._sockets + self._quarantine:
+        for sock in self._sockets:
             sock.close()
         self.auth_pool.shutdown(wait=False, cancel_futures=True)
         self._render_pool.shutdown(wait=False, cancel_futures=True)
@@ -223,15 +220,11 @@ class WebServer:
         try:
             connection.start()
         except Exception:
-            # asyncio refuses a descriptor it still maps to a transport that some other code
-            # closed under it ("is used by transport"): a bug elsewhere, which must cost this
-            # one client, not the accept loop. The socket is kept open (a few at most), or
-            # the kernel would hand the same poisoned number to every next accept.
+            # Whatever goes wrong setting up one connection costs that client, never the
+            # accept loop.
             log.exception("cannot serve a web connection")
             self.closed(connection, None)
-            self._quarantine.append(sock)
-            if len(self._quarantine) > QUARANTINE_MAX:
-                self._quarantine.pop(0).close()
+            sock.close()
 
     def _room_now(self) -> bool:
         """True when one more connection fits, if need be by evicting one now."""
