@@ -27,7 +27,6 @@ import random
 import re
 import resource
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +39,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.process import cpu_seconds, install, launched, peak_rss_mib
 from peers import certs, webservers
 from peers.child import in_child
 from peers.dnsserver import DnsServer, records
@@ -114,35 +114,10 @@ def unit_open_files_limit() -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2) or match.group(1))
 
 
-def install(checkout: Path) -> Path:
-    """The exporter installed from `checkout` into a private venv; its dependencies come
-    from this interpreter's site-packages, the exporter itself from the copy."""
+def _venv(checkout: Path) -> Path:
+    """A private venv per checkout, named after its path so that two copies never share one."""
     digest = hashlib.sha256(str(checkout.resolve()).encode()).hexdigest()[:10]
-    venv = Path("/tmp/bench-attack") / f"{checkout.name}-{digest}"
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
-    subprocess.run(
-        [
-            venv / "bin" / "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--force-reinstall",
-            "--disable-pip-version-check",
-            str(checkout),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    where = subprocess.run(
-        [venv / "bin" / "python", "-c", "import exporter; print(exporter.__file__)"],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd="/",
-    ).stdout.strip()
-    assert where.startswith(str(venv)), f"the venv imports {where}, not its own copy"
-    return venv / "bin" / "reachability-exporter"
+    return Path("/tmp/bench-attack") / f"{checkout.name}-{digest}"
 
 
 def _attack(pipe: multiprocessing.connection.Connection, port: int, half_open: int) -> None:
@@ -224,20 +199,6 @@ def _soft_open_files(pid: int) -> int:
     raise RuntimeError("no open files limit")
 
 
-def _proc_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _vm_hwm_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _counts(samples: dict[tuple[str, str, str], float], name: str) -> dict[str, float]:
     out: dict[str, float] = {}
     for (metric, check, _), value in samples.items():
@@ -254,35 +215,24 @@ def run_round(
     config = workdir / "config.yaml"
     config.write_text(_config(ports, chunk_peer))
     port = free_port()
-    log = (workdir / "exporter.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            "prlimit",
-            f"--nofile={soft}:{hard}",
-            exe,
-            f"--config.file={config}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=workdir,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while _scrape(port, 2)[1] is None:
-            assert time.monotonic() < deadline and proc.poll() is None, "exporter did not start"
-            time.sleep(0.2)
+    argv = ["prlimit", f"--nofile={soft}:{hard}", str(exe), f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{port}"]  # fmt: skip
+
+    def answers() -> bool:
+        return _scrape(port, 2)[1] is not None
+
+    with launched(argv, port, workdir, "exporter", ready=answers, timeout=20) as pid:
         time.sleep(2 * INTERVAL)  # every check has run
         _, before = _scrape(port, 10)
         assert before is not None
-        cpu_before, started = _proc_cpu(proc.pid), time.monotonic()
+        cpu_before, started = cpu_seconds(pid), time.monotonic()
         parent, child = multiprocessing.Pipe()
         attacker = multiprocessing.get_context("spawn").Process(
-            target=_attack, args=(child, port, _soft_open_files(proc.pid))
+            target=_attack, args=(child, port, _soft_open_files(pid))
         )
         attacker.start()
         parent.recv()
-        limit = _soft_open_files(proc.pid)  # after the exporter raised it
+        limit = _soft_open_files(pid)  # after the exporter raised it
         latencies = []
         CONNECT_TIMES.clear()
         while time.monotonic() - started < duration:
@@ -291,20 +241,14 @@ def run_round(
             time.sleep(max(0.0, 1.0 - took))
         took, after = _scrape(port, 15)
         elapsed = time.monotonic() - started
-        cpu = _proc_cpu(proc.pid) - cpu_before
+        cpu = cpu_seconds(pid) - cpu_before
         parent.send("stop")
         attack = parent.recv()
         attacker.join(10)
         if after is None:  # the exporter did not answer under attack: read it once it is over
             time.sleep(2)
             _, after = _scrape(port, 30)
-        hwm = _vm_hwm_mib(proc.pid)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        hwm = peak_rss_mib(pid)
     assert after is not None, "no scrape answered even after the attack"
     runs0, runs1 = (
         _counts(before, "reachability_check_runs_total"),
@@ -366,7 +310,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     checkouts = args.checkout or [REPO]
-    exes = {checkout: install(checkout) for checkout in checkouts}
+    exes = {checkout: install(checkout, _venv(checkout)) for checkout in checkouts}
     with in_child(_serve, certs.issue("web.test", "127.0.0.1")) as ports:
         for round_number in range(1, args.rounds + 1):
             for checkout, exe in exes.items():

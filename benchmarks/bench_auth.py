@@ -18,12 +18,9 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import os
 import secrets
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,38 +33,12 @@ from pathlib import Path
 import bcrypt
 
 HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))
+
+from benchmarks.process import cpu_seconds, install, launched, peak_rss_mib  # noqa: E402
+from peers.listeners import free_port  # noqa: E402
+
 USER, PASSWORD = "prometheus", "the-right-password"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def install(checkout: Path) -> Path:
-    """`reachability-exporter` from `checkout`, in a venv of its own (dependencies from the
-    system's site-packages; only the build backend is fetched)."""
-    venv = Path(tempfile.mkdtemp(prefix="bench-auth-venv-"))
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    subprocess.run(
-        [venv / "bin/pip", "install", "-q", "--no-deps", str(checkout)],
-        check=True,
-    )
-    return venv / "bin/reachability-exporter"
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
 
 
 def request(port: int, user: str, password: str) -> int:
@@ -83,22 +54,15 @@ def request(port: int, user: str, password: str) -> int:
 
 @contextlib.contextmanager
 def target(name: str, command: list[str], port: int, workdir: Path) -> Iterator[int]:
-    log = (workdir / f"{name}.log").open("wb")
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if request(port, USER, PASSWORD) == 200:
-                    break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"{name} did not come up; see {workdir / name}.log")
-        yield proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    """The target running, once the known user gets in (the web configuration is loaded)."""
+
+    def ready() -> bool:
+        with contextlib.suppress(OSError):
+            return request(port, USER, PASSWORD) == 200
+        return False
+
+    with launched(command, port, workdir, name, ready=ready) as pid:
+        yield pid
 
 
 def median_time(port: int, user: str, count: int = 15) -> float:
@@ -162,7 +126,8 @@ def main() -> None:
     (workdir / "prometheus.yml").write_text("global: {scrape_interval: 1h}\n")
     targets: dict[str, list[str]] = {}
     for checkout in args.checkout or [HERE]:
-        binary = install(checkout.resolve())
+        venv = Path(tempfile.mkdtemp(prefix="bench-auth-venv-"))
+        binary = install(checkout.resolve(), venv)
         targets[f"exporter:{checkout.name}"] = [
             str(binary), f"--config.file={workdir / 'config.yaml'}",
             f"--web.config.file={workdir / 'web.yml'}", "--log.level=warn",
@@ -186,7 +151,7 @@ def main() -> None:
                 unknown = median_time(port, "nobody")
                 known = median_time(port, USER)
                 load = flood(port, pid, args.clients, args.seconds)
-                rss = peak_rss_kib(pid) / 1024
+                rss = peak_rss_mib(pid)
             print(f"{round_number:>5} {name:<28} {unknown * 1000:>10.1f} {known * 1000:>9.1f} "
                   f"{unknown / known:>6.2f} {load['cores']:>6.2f} {load['wrong_per_s']:>8.1f} "
                   f"{load['legit_worst_s']:>11.2f} {rss:>9.1f}", flush=True)  # fmt: skip

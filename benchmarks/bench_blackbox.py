@@ -22,21 +22,16 @@ their CPU is neither side's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import multiprocessing.connection
-import os
 import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,15 +39,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.process import cpu_seconds, install, launched, peak_rss_mib  # noqa: E402
 from peers import certs, webservers  # noqa: E402
 from peers.child import in_child  # noqa: E402
 from peers.dnsserver import DnsServer, records  # noqa: E402
+from peers.listeners import free_port  # noqa: E402
 
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 KINDS = ("dns", "tcp", "tls", "https")
 CLIENTS = 20
 WARMUP_SECONDS = 6.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:
@@ -65,39 +61,6 @@ def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str,
         dns_port = int(dns.udp_url.rsplit(":", 1)[1])
         pipe.send({"dns": dns_port, "https": https, "tls": tls, "tcp": tcp})
         pipe.recv()
-
-
-# --- /proc readings --------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of every thread of `pid` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"not listening on {port}:\n{log.read_text()[-3000:]}")
 
 
 def fetch(url: str, timeout: float = 10.0) -> str:
@@ -114,24 +77,6 @@ class Reading:
     probes_per_second: float
     peak_rss_mib: float
     failures: int
-
-
-def install(venv: Path) -> Path:
-    """The exporter installed from this checkout, as a user installs it."""
-    binary = venv / "bin" / "reachability-exporter"
-    pip = [str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
-    if not (venv / "bin" / "pip").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        _quiet([*pip, str(REPO)])
-    _quiet([*pip, "--no-deps", "--force-reinstall", str(REPO)])
-    return binary
-
-
-def _quiet(argv: list[str]) -> None:
-    """Run pip, showing its output only when it fails."""
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(argv)} failed:\n{done.stdout}{done.stderr}")
 
 
 def reachability_config(kind: str, ports: dict[str, int], checks: int) -> str:
@@ -165,23 +110,6 @@ def _runs_and_failures(exposition: str) -> tuple[int, int]:
         if line.startswith("reachability_check_success{") and line.endswith(" 0.0")
     )
     return int(runs), failures
-
-
-@contextlib.contextmanager
-def launched(argv: list[str], port: int, workdir: Path, name: str) -> Iterator[int]:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        wait_listening(port, proc, log)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def measure_reachability(
@@ -334,7 +262,7 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which(BLACKBOX):
         sys.exit(f"{BLACKBOX} not found: apt-get install prometheus-blackbox-exporter")
-    binary = install(args.venv)
+    binary = install(REPO, args.venv, system_site_packages=False)
     kinds = [kind for kind in args.kinds.split(",") if kind]
     lines = [
         f"{args.checks} checks at 1 s vs blackbox_exporter at the same rate via /probe "

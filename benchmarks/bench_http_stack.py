@@ -16,22 +16,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing.connection
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
 
+from benchmarks.process import cpu_seconds, install, launched, peak_rss_mib
 from peers.child import in_child
 from peers.listeners import free_port
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str, str]) -> None:
@@ -46,20 +43,6 @@ def _serve(pipe: multiprocessing.connection.Connection, cert_and_key: tuple[str,
         }
         pipe.send(ports)
         pipe.recv()
-
-
-def install(name: str, checkout: Path) -> Path:
-    """The checkout installed into a venv of its own; returns its console script."""
-    venv = Path(f"/tmp/rx-bench-http-{name}")
-    if not venv.exists():
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True
-        )
-    subprocess.run(
-        [str(venv / "bin/pip"), "install", "-q", "--no-deps", "--force-reinstall", str(checkout)],
-        check=True,
-    )
-    return venv / "bin/reachability-exporter"
 
 
 def write_config(path: Path, ports: dict[str, int], mode: str, checks: int, interval: str) -> None:
@@ -82,18 +65,6 @@ def write_config(path: Path, ports: dict[str, int], mode: str, checks: int, inte
     path.write_text(yaml.safe_dump(document))
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def runs_and_failures(port: int) -> tuple[float, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     runs = failures = 0.0
@@ -105,25 +76,25 @@ def runs_and_failures(port: int) -> tuple[float, float]:
     return runs, failures
 
 
+def _ready(port: int) -> Callable[[], bool]:
+    """Ready once /-/ready answers: the configuration is loaded and the schedule runs."""
+
+    def ready() -> bool:
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1)
+            return True
+        return False
+
+    return ready
+
+
 @contextlib.contextmanager
 def running(script: Path, config: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
-    proc = subprocess.Popen(
-        [str(script), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=1)
-                break
-            time.sleep(0.1)
-        yield proc.pid, port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    argv = [str(script), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn"]  # fmt: skip
+    with launched(argv, port, config.parent, "exporter", ready=_ready(port), timeout=20) as pid:
+        yield pid, port
 
 
 def measure(
@@ -155,7 +126,7 @@ def main() -> None:
     scripts = {}
     for item in args.checkout:
         name, _, path = item.partition("=")
-        scripts[name] = install(name, Path(path).resolve())
+        scripts[name] = install(Path(path).resolve(), Path(f"/tmp/rx-bench-http-{name}"))
     results: dict[tuple[str, str], list[float]] = {}
     with in_child(_serve, ("", "")) as ports, tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
