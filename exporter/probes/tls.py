@@ -8,16 +8,19 @@ ServerHello and a listed shape does not, the verdict is tls_fingerprint_blocked.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from exporter import classify
 from exporter.config.model import Check, TlsOptions
 from exporter.errors import CertificateInvalid, FingerprintBlocked, ProbeFailure, SniBlocked
-from exporter.fingerprints.attempt import ShapeOutcome, try_shapes
 from exporter.netconnect import open_tcp, tls_handshake
 from exporter.probeenv import ProbeEnv
 from exporter.probes.tcp import connect
 from exporter.result import Phases, Result
 from exporter.verdicts import Verdict
+
+if TYPE_CHECKING:
+    from exporter.fingerprints.attempt import ShapeOutcome
 
 # Failures an SNI filter cannot produce: a certificate that does not verify means the
 # handshake completed, so a name-based block would not explain it.
@@ -44,8 +47,8 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     context = env.ssl_context(options.verify)
     # Browser-shaped hellos go out at once, beside our own, to the address that answered.
     shapes = asyncio.ensure_future(
-        try_shapes(options.fingerprints, connection.address, check.port, options.sni,
-                   handshake_deadline)
+        _try_shapes(options.fingerprints, connection.address, check.port, options.sni,
+                    handshake_deadline)
     )  # fmt: skip
     own: ProbeFailure | None = None
     try:
@@ -67,6 +70,18 @@ async def probe(check: Check, env: ProbeEnv, deadline: float) -> Result:
     if own is not None and options.control_sni and not isinstance(own, _NOT_RETRIED):
         await _control_retry(check, env, deadline, options, result)
     return result
+
+
+async def _try_shapes(
+    names: tuple[str, ...], address: str, port: int, server_name: str, deadline: float
+) -> list[ShapeOutcome]:
+    """The browser shapes' attempts; imported only when a check lists shapes, because the
+    key generation behind them loads cryptography (~10 MB of every process otherwise)."""
+    if not names:
+        return []
+    from exporter.fingerprints.attempt import try_shapes
+
+    return await try_shapes(names, address, port, server_name, deadline)
 
 
 def _judge_shapes(result: Result, own: ProbeFailure | None, outcomes: list[ShapeOutcome]) -> bool:
