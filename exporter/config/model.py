@@ -63,7 +63,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 StatusRanges = tuple[tuple[int, int], ...]  # inclusive ranges of status codes
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ResolverSpec:
     """A DNS resolver: `system` (the nameservers of /etc/resolv.conf), or plain DNS over UDP
     or TCP, DNS over TLS, DNS over HTTPS. `host` is a name or an IP literal (no brackets);
@@ -76,7 +76,7 @@ class ResolverSpec:
     url: str = ""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class DnsOptions:
     resolvers: tuple[str, ...]  # as listed (or the default), without duplicates
     control: str | None  # None: no comparison; queried whether `resolvers` lists it or not
@@ -84,7 +84,7 @@ class DnsOptions:
     expect_cidrs: tuple[IPNetwork, ...]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class TlsOptions:
     sni: str
     control_sni: str | None
@@ -92,7 +92,7 @@ class TlsOptions:
     fingerprints: tuple[str, ...] = ()  # browser ClientHello shapes tried besides our own
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class HttpOptions:
     method: str
     expect_status: StatusRanges
@@ -102,7 +102,7 @@ class HttpOptions:
     verify: bool
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class TransferOptions:
     min_bytes: int
     min_rate: float | None  # bytes per second
@@ -115,7 +115,7 @@ class TransferOptions:
     direction: str = DIRECTION_DOWNLOAD  # download | upload
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class QuicOptions:
     sni: str
     verify: bool
@@ -124,7 +124,7 @@ class QuicOptions:
 Options = DnsOptions | TlsOptions | HttpOptions | TransferOptions | QuicOptions | None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Check:
     service: str
     name: str
@@ -144,7 +144,7 @@ class Check:
         return (self.service, self.name)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Service:
     name: str
     description: str
@@ -153,7 +153,7 @@ class Service:
     checks: tuple[Check, ...]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Config:
     resolvers: dict[str, ResolverSpec]
     blockpages: tuple[re.Pattern[str], ...]

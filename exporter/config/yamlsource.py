@@ -155,7 +155,7 @@ def load(text: str) -> Located:
 
 
 def _convert(node: yaml.Node) -> Located:
-    converter = _Converter()
+    converter = _Converter(_shared_nodes(node))
     try:
         data = converter.convert(node, ())
     except RecursionError:
@@ -184,14 +184,38 @@ def _is_merge(node: yaml.Node) -> bool:
     return isinstance(node, yaml.ScalarNode) and node.tag == _MERGE_TAG
 
 
+def _shared_nodes(root: yaml.Node) -> set[int]:
+    """The ids of the nodes reached more than once (an anchor and its aliases)."""
+    seen: set[int] = set()
+    shared: set[int] = set()
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            shared.add(id(node))
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                pending.extend((key, value))
+    return shared
+
+
 class _Converter:
-    def __init__(self) -> None:
+    def __init__(self, shared: set[int]) -> None:
         self.positions: dict[Path, tuple[int, int]] = {}
         self.texts: dict[Path, str] = {}
         self.issues: list[Issue] = []
         self.count = 0
         self.active: set[int] = set()  # collection nodes being converted: alias cycles
         self.constructor = yaml.SafeLoader("")
+        # A sequence's items are let go once converted, so that a 10,000-check list never
+        # holds its node tree (a third of the peak) and its data at once; not inside an
+        # anchored value, which each alias converts again.
+        self.shared = shared
+        self.in_shared = 0
 
     def issue(self, path: Path, node: yaml.Node | None, message: str) -> None:
         self.issues.append(Issue(path, message, _position(node) if node else None))
@@ -213,13 +237,25 @@ class _Converter:
         if node.tag not in _COLLECTION_TAGS:
             self.issue(path, node, f"unsupported YAML tag {node.tag!r}")
         self.active.add(id(node))
+        shared = id(node) in self.shared
+        self.in_shared += shared
         try:
             if isinstance(node, yaml.MappingNode):
                 return self.mapping(node, path)
             assert isinstance(node, yaml.SequenceNode)
-            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self.sequence(node, path)
         finally:
+            self.in_shared -= shared
             self.active.discard(id(node))
+
+    def sequence(self, node: yaml.SequenceNode, path: Path) -> list[Any]:
+        items = node.value
+        out = []
+        for i, item in enumerate(items):
+            out.append(self.convert(item, (*path, i)))
+            if not self.in_shared:
+                items[i] = None
+        return out
 
     def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         pairs = [(k, v) for k, v in node.value if not _is_merge(k)]
@@ -273,7 +309,10 @@ class _Converter:
         if node.tag in _TEXT_TAGS:
             return str(node.value)
         try:
-            return self.constructor.construct_object(node, deep=True)
+            # Taken out of the constructor's memo at once, which would keep every node alive.
+            value = self.constructor.construct_object(node, deep=True)
+            self.constructor.constructed_objects.pop(node, None)
+            return value
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
             problem = getattr(exc, "problem", None) or str(exc)
             self.issue(path, node, f"invalid YAML value: {problem}")
