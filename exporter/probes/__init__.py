@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 
 # The registry imports the probe modules of this package: it is read when a check runs, by
 # then it is complete whichever of the two was imported first.
-from exporter import kinds
+from exporter import kinds, sslbuffer
 from exporter.classify import describe, exporter_failure
 from exporter.config.model import Check
 from exporter.probeenv import ProbeEnv
@@ -27,6 +27,9 @@ from exporter.result import Result
 OVERRUN_GRACE = 0.25
 
 log = logging.getLogger(__name__)
+
+# Before any probe opens a TLS connection (the scheduler, /probe and --once all come here).
+sslbuffer.apply()
 
 
 class _ProbersView(Mapping[str, "kinds.ProbeFn"]):
