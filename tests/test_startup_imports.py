@@ -1,4 +1,4 @@
-"""The exporter imports only what its configuration uses (README, "Memory"): cryptography
+"""The exporter imports only what its configuration uses (README, "The exporter under load"): cryptography
 (browser-shaped ClientHellos), aioquic (quic checks) and bcrypt (basic auth) cost ~10 MB of
 every process each, so a configuration without `fingerprints`, quic checks or a web
 configuration must run without them. Checked on the real exporter process, with Python's
