@@ -1,8 +1,8 @@
-"""The exporter imports only what its configuration uses (README, "The exporter under load"): cryptography
-(browser-shaped ClientHellos), aioquic (quic checks) and bcrypt (basic auth) cost ~10 MB of
-every process each, so a configuration without `fingerprints`, quic checks or a web
-configuration must run without them. Checked on the real exporter process, with Python's
-own import log (PYTHONPROFILEIMPORTTIME) after every check has run."""
+"""The exporter imports only what its configuration uses (README, "The exporter under
+load"): cryptography (browser-shaped ClientHellos), aioquic (quic checks) and bcrypt (basic
+auth) cost ~10 MB of every process each, so a configuration without `fingerprints`, quic
+checks or a web configuration must run without them. Checked on the real exporter process,
+with Python's own import log (PYTHONPROFILEIMPORTTIME) after every check has run."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import certs, webservers
-from tests.support.exporterproc import ExporterProcess
+from peers import certs, webservers
+from peers.exporterproc import ExporterProcess
 
 OPTIONAL = ("cryptography", "aioquic", "bcrypt")
 

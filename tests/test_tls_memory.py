@@ -13,7 +13,7 @@ import pytest
 
 import exporter.probes  # noqa: F401  (what every probe path imports)
 from exporter.sslbuffer import TLS_RECEIVE_BUFFER
-from tests.support import certs, webservers
+from peers import certs, webservers
 
 
 @pytest.fixture
