@@ -6,7 +6,6 @@ guess from a generic exception which layer broke."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 from collections.abc import Sequence
@@ -26,14 +25,12 @@ from exporter.probeenv import ProbeEnv
 from exporter.resolve import resolve_target
 from exporter.result import PHASE_CONNECT, PHASE_RESOLVE, PHASE_TLS, Phases
 from exporter.timeshare import address_deadline
+from exporter.tlsbio import TlsSession
 from exporter.verdicts import Verdict
 
 # Bytes a Stream buffers before it stops reading from the socket: a server that floods us
 # fills the kernel's window, not our memory.
 READ_BUFFER_LIMIT = 256 * 1024
-# asyncio's own handshake timeout reports expiry as ConnectionAbortedError, which reads as a
-# reset; ours (asyncio.timeout) fires first, so theirs only backs it up.
-_HANDSHAKE_TIMEOUT_SLACK = 5.0
 
 
 # Certificate (DER) -> notAfter; emptied when full, which a handful of targets never reach.
@@ -156,8 +153,10 @@ class Stream(asyncio.Protocol):
     been read. `first_data` is the loop time at which bytes first arrived since the last
     `mark()`: the first byte of a response, for the first_byte phase."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: socket.socket | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        # The socket under the transport, closed by close() itself (see there).
+        self._sock = sock
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._eof = False
@@ -165,6 +164,10 @@ class Stream(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self.first_data: float | None = None
+        # Set by start_tls: from then on, what arrives is ciphertext for this session.
+        self._tls: TlsSession | None = None
+        # While the handshake runs: what start_tls waits for (None once it has finished).
+        self._handshake: asyncio.Future[None] | None = None
 
     # asyncio.Protocol callbacks
 
@@ -173,6 +176,10 @@ class Stream(asyncio.Protocol):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            data = self._tls_received(data)
+            if not data:
+                return
         if self.first_data is None:
             self.first_data = self._loop.time()
         self._buffer += data
@@ -182,15 +189,80 @@ class Stream(asyncio.Protocol):
         self._wake()
 
     def eof_received(self) -> bool:
+        # A peer that closes in the middle of our handshake hung up on it: a reset, as
+        # asyncio's own TLS reports it. After the handshake, an end without close_notify
+        # ends the stream like any other end.
+        self._end_handshake(ConnectionResetError())
         self._eof = True
         self._wake()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._end_handshake(
+            exc if exc is not None else TlsClosed("connection closed during the TLS handshake")
+        )
         self._eof = True
         if exc is not None and self._error is None:
             self._error = exc
         self._wake()
+
+    # TLS in place
+
+    def _tls_received(self, ciphertext: bytes) -> bytes:
+        """Feed the session; the plaintext that became readable (none while handshaking)."""
+        tls = self._tls
+        assert tls is not None
+        tls.feed(ciphertext)
+        if self._handshake is not None and not self._step_handshake():
+            return b""
+        try:
+            plaintext, closed = tls.decrypt()
+        except ssl.SSLError as exc:
+            # A record that does not decrypt: the connection is unusable from here on.
+            if self._error is None:
+                self._error = exc
+            self._eof = True
+            self.close()
+            self._wake()
+            return b""
+        self._send_ciphertext()
+        if closed:
+            self._eof = True
+            self._wake()
+        return plaintext
+
+    def _step_handshake(self) -> bool:
+        """Advance the handshake; True once it has completed."""
+        tls = self._tls
+        assert tls is not None
+        try:
+            done = tls.handshake()
+        except ssl.SSLError as exc:
+            self._send_ciphertext()  # our alert, as a TLS client would send it
+            self._end_handshake(exc)
+            self.close()  # nothing more is read from a peer the handshake failed with
+            return False
+        self._send_ciphertext()
+        if done:
+            self._end_handshake(None)
+        return done
+
+    def _end_handshake(self, exc: BaseException | None) -> None:
+        waiter, self._handshake = self._handshake, None
+        if waiter is None or waiter.done():
+            return
+        if exc is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(exc)
+
+    def _send_ciphertext(self) -> None:
+        tls, transport = self._tls, self._transport
+        if tls is None or transport is None or transport.is_closing():
+            return
+        data = tls.ciphertext_to_send()
+        if data:
+            transport.write(data)
 
     def _take_error(self) -> BaseException:
         """The error that ended the connection, reported once: raising one exception
@@ -230,6 +302,8 @@ class Stream(asyncio.Protocol):
         return self._transport
 
     def get_extra_info(self, name: str) -> Any:
+        if name == "ssl_object":
+            return None if self._tls is None else self._tls.ssl_object
         return None if self._transport is None else self._transport.get_extra_info(name)
 
     async def read(self, max_bytes: int) -> bytes:
@@ -261,13 +335,32 @@ class Stream(asyncio.Protocol):
             raise self._take_error()
         if self._transport is None or self._transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
-        self._transport.write(data)
+        if self._tls is None:
+            self._transport.write(data)
+            return
+        try:
+            self._tls.encrypt(data)
+        except ssl.SSLError as exc:
+            self.close()
+            raise ConnectionResetError(f"TLS refused the write: {exc}") from exc
+        self._send_ciphertext()
 
     def close(self) -> None:
         """Drop the connection at once. A probe has what it came for; a graceful TLS
-        shutdown would wait on the peer (up to asyncio's 30 s) for nothing."""
+        shutdown would wait on the peer for nothing.
+
+        The transport is aborted first, which takes the socket out of the event loop's
+        selector and marks the transport closing; the socket is then closed here and now
+        rather than by the transport a loop turn later, so that a probe that has returned has
+        let go of its connection as the peer sees it (a server counting our connections sees
+        a limit kept), with one packet (FIN, or RST over unread data), as any client's close
+        sends. The descriptor number is free at once: asyncio lets a new transport take a
+        number whose old transport is closing, and the old one's own close later is a no-op
+        on the closed socket object."""
         if self._transport is not None:
-            _abort(self._transport)
+            self._transport.abort()
+        if self._sock is not None:
+            self._sock.close()
 
     def cert_expiry(self) -> float | None:
         """The leaf certificate's notAfter (unix seconds) when it was verified, else None.
@@ -302,64 +395,47 @@ class Stream(asyncio.Protocol):
         phases: Phases | None = None,
     ) -> Stream:
         """Upgrade this (plain, established) stream to TLS in place, e.g. inside a proxy
-        tunnel; raises TlsFailure."""
+        tunnel: the session (exporter.tlsbio) runs inside this stream, over the same plain
+        transport, which keeps owning the socket. Raises TlsFailure."""
         if self._transport is None:
             raise TlsClosed("connection closed before the TLS handshake")
         plain = self._transport
         if self._error is not None:
             # Reset before the ClientHello went out: reads as a reset in the handshake.
             error = self._take_error()
-            _abort(plain)
+            self.close()
             raise _tls_failure(error) from error
         if self._eof or plain.is_closing():
-            _abort(plain)
+            self.close()
             raise TlsClosed("connection closed before the TLS handshake")
-        self._paused = False
         self.first_data = None
         loop = self._loop
         started = loop.time()
         try:
+            self._tls = TlsSession(context, _sni(server_hostname))
+            self._handshake = loop.create_future()
+            self._step_handshake()  # the ClientHello
             async with asyncio.timeout_at(deadline):
-                upgraded = await loop.start_tls(
-                    plain,
-                    self,
-                    context,
-                    server_hostname=_sni(server_hostname),
-                    ssl_handshake_timeout=max(deadline - started, 0.0) + _HANDSHAKE_TIMEOUT_SLACK,
-                )
+                await self._handshake
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
-            _abort(plain)
+            self._handshake = None
+            self.close()
             raise _tls_failure(exc) from exc
         except BaseException:
-            # Cancelled (run_check's overrun cut): the plain transport owns the socket and
-            # must let go of it now, not after a graceful TLS shutdown.
-            _abort(plain)
+            # Cancelled (run_check's overrun cut): let go of the socket now.
+            self._handshake = None
+            self.close()
             raise
         finally:
             if phases is not None:
                 phases.add(PHASE_TLS, loop.time() - started)
-        if upgraded is None:
-            _abort(plain)
-            raise TlsClosed("connection closed during the TLS handshake")
-        self._transport = upgraded
         return self
-
-
-def _abort(transport: asyncio.Transport) -> None:
-    """Abort `transport`, which owns its socket and closes it a loop turn later; the
-    shutdown tells the peer now, so that a probe that has returned has let go of its
-    connection as the peer sees it (a server counting our connections sees a limit kept)."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    transport.abort()
 
 
 async def open_stream(sock: socket.socket) -> Stream:
     """A plain Stream over a connected socket (the Stream's transport owns it from then on,
     also when this is cancelled: asyncio then closes the transport, and with it the socket)."""
-    stream = Stream()
+    stream = Stream(sock)
     await asyncio.get_running_loop().create_connection(lambda: stream, sock=sock)
     return stream
 
@@ -376,14 +452,15 @@ async def tls_handshake(
     Raises TlsFailure, its cause telling classify a reset from a stall, a bad certificate or
     garbage.
 
-    The socket goes to a plain transport first and TLS starts over it, so that a failed or
-    cancelled handshake aborts that transport, which closes the socket. Handing the socket to
-    `create_connection(ssl=...)` instead leaves no handle to abort: when the handshake
-    completes in the loop iteration that also cancels it (its deadline, or run_check's
-    overrun cut, under load), asyncio answers the cancellation with a graceful TLS shutdown
-    that keeps the transport alive for up to 30 s, and closing the socket under it frees a
-    descriptor number that asyncio still maps to that live transport: the next socket() gets
-    the number and asyncio refuses it ("File descriptor N is used by transport")."""
+    The socket goes to a plain transport first and TLS runs inside the stream over it, so
+    that a failed or cancelled handshake aborts that transport, which closes the socket.
+    Handing the socket to `create_connection(ssl=...)` instead leaves no handle to abort: when
+    the handshake completes in the loop iteration that also cancels it (its deadline, or
+    run_check's overrun cut, under load), asyncio answers the cancellation with a graceful TLS
+    shutdown that keeps the transport alive for up to 30 s, and closing the socket under it
+    frees a descriptor number that asyncio still maps to that live transport: the next
+    socket() gets the number and asyncio refuses it ("File descriptor N is used by
+    transport")."""
     stream = await open_stream(sock)
     if stream.buffered:
         # Bytes before our ClientHello: no TLS server speaks first (a banner, a blockpage).

@@ -1,10 +1,11 @@
 """The size of the buffer asyncio's TLS transports receive ciphertext into.
 
-asyncio allocates 256 KiB per TLS connection (SSLProtocol.max_size) and zero-fills it, so
-every open tls or https probe costs a quarter of a megabyte of resident memory: at 10,000
-checks the connections open at once took ~50 MB. A TLS record is at most 16 KiB of plaintext
-(RFC 8446 5.1), so 64 KiB still takes several records per read; what changes is only how
-many bytes one recv() may return, never what a probe sees."""
+asyncio allocates 256 KiB per TLS connection (SSLProtocol.max_size) and zero-fills it: a
+quarter of a megabyte of resident memory per open connection. The tls, http and transfer
+probes run TLS in their own stream (exporter/tlsbio.py) and need no such buffer; DNS over TLS
+and over HTTPS still use asyncio's TLS, and get this smaller one. A TLS record is at most
+16 KiB of plaintext (RFC 8446 5.1), so 64 KiB still takes several records per read; what
+changes is only how many bytes one recv() may return, never what a probe sees."""
 
 from __future__ import annotations
 
