@@ -226,11 +226,16 @@ def _spread(readings: list[Reading]) -> str:
     return f"{min(values):.2f}-{max(values):.2f}"
 
 
+def _ratio(ours_ms: float, theirs_ms: float) -> str:
+    # A window too short for blackbox_exporter to use one clock tick has no ratio to give.
+    return f"{ours_ms / theirs_ms:.2f}" if theirs_ms > 0 else "n/a (window too short)"
+
+
 def report(kind: str, ours: list[Reading], theirs: list[Reading]) -> str:
     ours_ms, theirs_ms = _median(ours, "cpu_ms_per_probe"), _median(theirs, "cpu_ms_per_probe")
     return (
         f"| {kind} | {theirs_ms:.2f} ({_spread(theirs)}) | {ours_ms:.2f} ({_spread(ours)}) "
-        f"| {ours_ms / theirs_ms:.2f} | {_median(theirs, 'probes_per_second'):.0f} "
+        f"| {_ratio(ours_ms, theirs_ms)} | {_median(theirs, 'probes_per_second'):.0f} "
         f"| {_median(ours, 'probes_per_second'):.0f} "
         f"| {max(r.peak_rss_mib for r in theirs):.0f} | {max(r.peak_rss_mib for r in ours):.0f} "
         f"| {sum(r.failures for r in theirs)} / {sum(r.failures for r in ours)} |"
