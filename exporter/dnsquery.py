@@ -26,7 +26,9 @@ import httpx
 from exporter.classify import causes, describe
 from exporter.config import ResolverSpec
 from exporter.dnswire import Answer, Query, read_answer
+from exporter.errors import TlsFailure
 from exporter.probeenv import ProbeEnv
+from exporter.stream import open_stream
 from exporter.timeshare import address_deadline
 
 RESOLV_CONF = "/etc/resolv.conf"
@@ -90,6 +92,7 @@ _TARGET_ERRORS = (
     dns.exception.DNSException,
     _Malformed,
     _Failed,
+    TlsFailure,  # DoT's handshake; its cause says how it failed
 )
 
 
@@ -267,18 +270,28 @@ async def _stream(
     server_name: str | None = None,
 ) -> bytes:
     """DNS over TCP, or over TLS with `context`: one length-prefixed query and its reply,
-    which the prefix bounds to 64 KiB."""
-    async with asyncio.timeout_at(deadline):
-        reader, writer = await asyncio.open_connection(
-            host, port, ssl=context, server_hostname=server_name if context else None
-        )
-        try:
-            writer.write(struct.pack("!H", len(wire)) + wire)
-            (length,) = struct.unpack("!H", await reader.readexactly(2))
-            return await reader.readexactly(length)
-        finally:
-            # No TLS close_notify exchange: a hostile server could stall it past the deadline.
-            writer.transport.abort()
+    which the prefix bounds to 64 KiB. The exporter's own stream carries it (TLS in place,
+    no close_notify exchange a hostile server could stall), and closing it lets go of the
+    socket at once, whatever the deadline cut."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        async with asyncio.timeout_at(deadline):
+            await loop.sock_connect(sock, (host, port))
+        stream = await open_stream(sock)
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        if context is not None:
+            await stream.start_tls(context, server_name or host, deadline)
+        stream.write(struct.pack("!H", len(wire)) + wire)
+        async with asyncio.timeout_at(deadline):
+            (length,) = struct.unpack("!H", await stream.read_exactly(2))
+            return await stream.read_exactly(length)
+    finally:
+        stream.close()
 
 
 async def _doh(url: str, request: Query, deadline: float, env: ProbeEnv) -> DnsReply:

@@ -59,10 +59,11 @@ from exporter.errors import (
     TlsTimeout,
 )
 from exporter.httpwire import Http11
-from exporter.netconnect import Stream, TcpConnection, open_stream, open_tcp, resolve, tls_handshake
+from exporter.netconnect import TcpConnection, open_tcp, resolve, tls_handshake
 from exporter.probeenv import ProbeEnv
 from exporter.proxytunnel import Proxy, http_connect, socks5_connect
 from exporter.result import PHASE_FIRST_BYTE, PHASE_RESOLVE, PHASE_TRANSFER, Phases
+from exporter.stream import Stream, open_stream
 from exporter.verdicts import Verdict
 
 USER_AGENT = f"reachability-exporter/{__version__}"

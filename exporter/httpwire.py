@@ -17,7 +17,7 @@ from typing import Any
 import h11
 
 from exporter.errors import HttpFailure, PeerClosed, TooManyEvents
-from exporter.netconnect import Stream
+from exporter.stream import Stream
 
 # Bytes asked of the stream per read, and the largest response head accepted (httpcore's).
 READ_SIZE = 64 * 1024

@@ -10,7 +10,7 @@ import ipaddress
 import urllib.parse
 
 from exporter.errors import TcpFailure, TcpRefused
-from exporter.netconnect import Stream
+from exporter.stream import Stream
 
 SOCKS_VERSION = 5
 SOCKS_NO_AUTH = 0

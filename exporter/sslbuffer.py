@@ -2,10 +2,11 @@
 
 asyncio allocates 256 KiB per TLS connection (SSLProtocol.max_size) and zero-fills it: a
 quarter of a megabyte of resident memory per open connection. The tls, http and transfer
-probes run TLS in their own stream (exporter/tlsbio.py) and need no such buffer; DNS over TLS
-and over HTTPS still use asyncio's TLS, and get this smaller one. A TLS record is at most
-16 KiB of plaintext (RFC 8446 5.1), so 64 KiB still takes several records per read; what
-changes is only how many bytes one recv() may return, never what a probe sees."""
+probes and DNS over TLS run TLS in their own stream (exporter/tlsbio.py) and need no such
+buffer; DNS over HTTPS (httpx) still uses asyncio's TLS, and gets this smaller one. A TLS
+record is at most 16 KiB of plaintext (RFC 8446 5.1), so 64 KiB still takes several records
+per read; what changes is only how many bytes one recv() may return, never what a probe
+sees."""
 
 from __future__ import annotations
 

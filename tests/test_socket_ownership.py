@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Iterator
 import pytest
 
 from exporter.errors import TlsFailure
-from exporter.netconnect import Stream, open_tcp, tls_handshake
+from exporter.netconnect import open_tcp, tls_handshake
+from exporter.stream import Stream
 from peers import certs, webservers
 
 NAME = "tls.test"

@@ -1,7 +1,7 @@
 """A TLS connection costs its receive buffer in resident memory for as long as it is open;
 asyncio's default is 256 KiB, zero-filled, which at 10,000 checks was ~50 MB of the exporter's
 peak. Probes run TLS in their own stream and allocate no such buffer; what still uses asyncio's
-TLS (DNS over TLS, DNS over HTTPS) receives into the smaller buffer exporter/sslbuffer.py sets.
+TLS (DNS over HTTPS, through httpx) receives into the smaller buffer exporter/sslbuffer.py sets.
 Against a real TLS server on loopback."""
 
 from __future__ import annotations

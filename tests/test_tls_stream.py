@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.netconnect import Stream, open_tcp, tls_handshake
+from exporter.netconnect import open_tcp, tls_handshake
+from exporter.stream import Stream
 from peers import certs, webservers
 
 Serve = Callable[[ssl.SSLSocket], None]

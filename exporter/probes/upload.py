@@ -26,10 +26,11 @@ from exporter.errors import (
     UnexpectedStatus,
 )
 from exporter.httptransport import USER_AGENT
-from exporter.netconnect import Stream, open_stream, open_tcp, resolve, tls_handshake
+from exporter.netconnect import open_tcp, resolve, tls_handshake
 from exporter.probeenv import ProbeEnv
 from exporter.redirects import status_expected
 from exporter.result import PHASE_FIRST_BYTE, PHASE_TRANSFER, Phases, Result
+from exporter.stream import Stream, open_stream
 from exporter.verdicts import Verdict
 
 # How often the acknowledgements are looked at: a 5 s stall_timeout is judged to within
