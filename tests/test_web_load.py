@@ -84,6 +84,48 @@ def test_half_open_connections_past_every_limit_leave_metrics_answering_and_chec
         process.stop()
 
 
+def _closed_by_server(sock: socket.socket, wait: float = 0.0) -> bool:
+    """True when the server has closed `sock` (or does within `wait` seconds) without a
+    byte of answer."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) == b""
+    except (BlockingIOError, TimeoutError):
+        return False
+    except ConnectionResetError:
+        return True  # closed with the unread request in its buffer
+
+
+def test_at_the_connection_limit_a_new_unfinished_request_is_closed_not_a_waiting_one(
+    healthy: Path,
+) -> None:
+    # A flood of unfinished requests is turned away at the door, which costs the exporter an
+    # accept and a close: evicting a waiting connection for each newcomer costs a whole
+    # connection's setup and teardown, and slows the accepts a real scrape waits behind.
+    process = ExporterProcess(healthy, ["--web.max-connections=4"]).start()
+    waiting: list[socket.socket] = []
+    try:
+        for _ in range(4):
+            sock = socket.create_connection(("127.0.0.1", process.port), timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            waiting.append(sock)
+        time.sleep(0.5)  # all four accepted and read
+        with socket.create_connection(("127.0.0.1", process.port), timeout=5) as newcomer:
+            newcomer.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            assert _closed_by_server(newcomer, wait=5.0)
+        time.sleep(0.3)
+        assert not any(_closed_by_server(sock) for sock in waiting)
+        # A whole request still gets in, in place of the longest waiting one.
+        status, took = timed_get(process, "/-/healthy")
+        assert status == 200 and took < 2.0
+        time.sleep(0.3)
+        assert [_closed_by_server(sock) for sock in waiting] == [True, False, False, False]
+    finally:
+        for sock in waiting:
+            sock.close()
+        process.stop()
+
+
 def test_two_hundred_clients_connecting_at_once_all_get_answers(healthy: Path) -> None:
     process = ExporterProcess(healthy).start()
 

@@ -1,6 +1,7 @@
 """The web server, on the exporter's own event loop: one accept loop per listening socket,
 at most `max_connections` open connections (further clients wait in the kernel's backlog),
-and, when every slot is taken, the connection that has waited longest for a request head is
+and, when every slot is taken, a newcomer that has sent an unfinished request head is closed
+at once, and for any other the connection that has waited longest for a request head is
 closed to make room, so clients that never finish a request cannot lock Prometheus out.
 Work that takes CPU (bcrypt, rendering pages and the exposition, gzip) runs in small thread
 pools: the loop only moves bytes and never renders anything."""
@@ -47,6 +48,13 @@ EVICTION_BATCH = 16
 EVICT_AFTER_TURNS = 2
 # Connections accepted in one turn of the loop at most.
 ACCEPT_BATCH = 64
+# With every slot taken, a new plain-HTTP connection whose client has sent part of a request
+# head and stopped is closed at once instead of evicting a waiting one: it has asked for
+# nothing yet and would only wait its turn to be evicted. That costs one accept, one peek and
+# one close, no connection object, reader or timer: this share of an eviction's tokens.
+SHED_COST = 0.25
+# Enough of a head to see whether it is complete (MAX_HEAD in connection.py is the bound).
+PEEK_BYTES = 16 * 1024 + 1
 _ACCEPT_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 log = logging.getLogger(__name__)
@@ -184,7 +192,7 @@ class WebServer:
             except OSError as exc:
                 await self._accept_failed(exc)
                 continue
-            self._serve(sock)
+            self._admit(sock)
             # Take what else is queued in the same loop iteration: under a flood the loop
             # turns only every few milliseconds (the GIL is shared with the render threads),
             # and one accept per turn would leave real clients in the backlog for seconds.
@@ -199,7 +207,7 @@ class WebServer:
                     await self._accept_failed(exc)
                     break
                 sock.setblocking(False)
-                self._serve(sock)
+                self._admit(sock)
             # Yield, so that a flood of connections cannot keep the probes off the loop.
             await asyncio.sleep(0)
             self._turn += 1
@@ -227,17 +235,34 @@ class WebServer:
             sock.close()
 
     def _room_now(self) -> bool:
-        """True when one more connection fits, if need be by evicting one now."""
+        """True when one more connection fits, if need be by evicting one (`_admit` does,
+        or closes the newcomer instead)."""
         if len(self._open) < self.max_connections:
             return True
+        victim = self._victim()
+        return victim is not None and self._eviction_tokens() >= 1
+
+    def _victim(self) -> Connection | None:
+        """The connection that has waited longest for a request head, once its own reader
+        has had its turn (else it may have a request it has not read yet)."""
         victim = next(iter(self._waiting_first or self._waiting_again), None)
-        if victim is None or self._eviction_tokens() < 1:
-            return False
-        if victim.turn > self._turn - EVICT_AFTER_TURNS:
-            return False  # accepted too recently to have read what its client sent
-        self._tokens -= 1
-        self._evict(victim)
-        return True
+        if victim is None or victim.turn > self._turn - EVICT_AFTER_TURNS:
+            return None
+        return victim
+
+    def _admit(self, sock: socket.socket) -> None:
+        """Serve a connection just accepted; at the limit, make room for it by evicting the
+        longest waiting one, unless it is itself an unfinished request: then it goes."""
+        if len(self._open) >= self.max_connections:
+            if self.web_config().ssl_context is None and _unfinished_head(sock):
+                self._tokens -= SHED_COST
+                sock.close()
+                return
+            victim = self._victim()
+            if victim is not None:  # _room_now() saw one, with a token for it
+                self._tokens -= 1
+                self._evict(victim)
+        self._serve(sock)
 
     def _eviction_tokens(self) -> float:
         now = time.monotonic()
@@ -273,3 +298,16 @@ class WebServer:
         self._room.set()
         if task is not None and not task.cancelled() and task.exception() is not None:
             log.error("web connection failed", exc_info=task.exception())
+
+
+def _unfinished_head(sock: socket.socket) -> bool:
+    """True when the client has sent part of a request head and nothing more, or has hung
+    up: it has asked for nothing. A client that has sent nothing yet may still be a real
+    one a packet behind (False), as is one whose head is complete."""
+    try:
+        data = sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    return not data or (b"\r\n\r\n" not in data and len(data) < PEEK_BYTES)
