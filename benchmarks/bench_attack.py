@@ -295,6 +295,9 @@ def run_round(
             pin(pid, exporter_cpus)
         time.sleep(2 * INTERVAL)  # every check has run
         _, before = _scrape(port, 10)
+        # Wall and monotonic clocks read together: the window is measured on the monotonic
+        # one (the wall clock of a VM may step), the runs' phase on the exporter's wall clock.
+        before_wall, before_mono = time.time(), time.monotonic()
         assert before is not None
         parent, child = multiprocessing.Pipe()
         attacker = multiprocessing.get_context("spawn").Process(
@@ -315,7 +318,7 @@ def run_round(
             took, samples = _scrape(port, 15)
             latencies.append(took if samples is not None else float("inf"))
             time.sleep(max(0.0, 1.0 - took))
-        last_sent = time.time()
+        last_wall, last_mono = time.time(), time.monotonic()
         took, after = _scrape(port, 15)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(pid) - cpu_before
@@ -346,9 +349,9 @@ def run_round(
     last0 = _counts(before, "reachability_check_last_run_timestamp_seconds")
     last1 = _counts(after, "reachability_check_last_run_timestamp_seconds")
     durations0 = _counts(before, "reachability_check_duration_seconds")
-    # When the last snapshot was rendered, at the earliest: after its request was sent, and
-    # after the last run it shows ended.
-    rendered = max(last_sent, max(last1.values()))
+    # When the last snapshot was rendered, at the earliest (seconds after the before
+    # snapshot was read): after its request was sent, and after the last run it shows ended.
+    rendered = last_mono - before_mono + max(0.0, max(last1.values()) - last_wall)
     ratios, due_ratios, ok_ratios, missed = {}, {}, {}, {}
     for check in runs1:
         ran = runs1[check] - runs0.get(check, 0.0)
@@ -358,7 +361,7 @@ def run_round(
         # of its last run before the attack) early enough to have ended, timeout and all,
         # before the last snapshot: a fixed window cuts a 2 s schedule at any phase, which
         # alone reads as up to one missed run in fifteen.
-        start0 = last0.get(check, 0.0) - durations0.get(check, 0.0)
+        start0 = last0.get(check, 0.0) - durations0.get(check, 0.0) - before_wall  # <= 0
         due = math.floor((rendered - TIMEOUT - start0) / INTERVAL)
         due_ratios[check] = ran / due if due > 0 else 0.0
         missed[check] = max(due - ran, 0)
@@ -389,6 +392,8 @@ def run_round(
         "min_due_ratio": min(due_ratios.values()),
         "checks_due_below_95": sum(1 for r in due_ratios.values() if r < 0.95),
         "missed_runs": sum(missed.values()),
+        # How far the wall clock stepped against the monotonic one during the round.
+        "clock_step": (last_wall - before_wall) - (last_mono - before_mono),
         "lag_p99": _quantile_bound(lag, lag_count, 0.99),
         "lag_over_1s": lag_count - lag.get(1.0, 0.0),
         "lag_count": lag_count,
@@ -445,6 +450,8 @@ def report(checkout: Path, round_number: int, r: dict[str, Any]) -> bool:
         f"{r['lag_count']:.0f} runs started > 1 s late; event loop stalled "
         f"{r['stall_seconds']:.2f}s in all, longest <= {r['stall_max']:g}s"
     )
+    if abs(r["clock_step"]) > 0.5:
+        print(f"  the wall clock stepped {r['clock_step']:+.1f}s during the round")
     print(
         f"  exporter:            CPU {r['cpu']:.0%} of a core, peak RSS {r['vm_hwm_mib']:.0f} MiB"
     )
