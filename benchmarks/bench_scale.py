@@ -10,7 +10,12 @@ Each checkout is installed into its own private venv under /tmp (reused when the
 commit is unchanged); with two checkouts the rounds alternate between them, so a busy shared
 machine weighs on both alike. The checks are a quarter each of dns (UDP, one resolver, no
 control), tcp, tls and https; the peers run in a child process of this script. A scrape runs
-every 10 s, as Prometheus would. Every run is expected to be ok: other verdicts are printed.
+every 10 s, as Prometheus would, once plain and once with Accept-Encoding: gzip (what
+Prometheus sends). Every run is expected to be ok: other verdicts are printed.
+
+With --rss-trace, VmRSS is sampled every 0.2 s from the launch on, and where the peak falls
+is printed: during the configuration load (before /-/ready), during a scrape, or between
+them, with RSS every 10 s, so that a peak can be told from a steady climb.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -104,6 +110,49 @@ def _proc_status(pid: int, key: str) -> float:
     return 0.0
 
 
+class _RssTrace:
+    """VmRSS of `pid` every 0.2 s in a thread, with the spans (ready, scrapes) it falls in."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.started = time.monotonic()
+        self.samples: list[tuple[float, float]] = []
+        self.spans: list[tuple[str, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                rss = _proc_status(self.pid, "VmRSS")
+            except OSError:
+                return
+            self.samples.append((time.monotonic() - self.started, rss))
+            self._stop.wait(0.2)
+
+    def span(self, name: str, begin: float, end: float) -> None:
+        self.spans.append((name, begin - self.started, end - self.started))
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join()
+        if not self.samples:
+            return "no samples"
+        peak_at, peak = max(self.samples, key=lambda s: s[1])
+        where = "between scrapes"
+        for name, begin, end in self.spans:
+            if begin <= peak_at <= end + 0.2:
+                where = name
+        ready = next((end for name, _, end in self.spans if name == "load"), 0.0)
+        before = max((r for t, r in self.samples if t <= ready), default=0.0)
+        every = [f"{r:.0f}" for t, r in self.samples[:: int(10 / 0.2)]]
+        return (
+            f"RSS peak {peak:.0f} MiB at {peak_at:.1f}s ({where}); max before ready "
+            f"{before:.0f} MiB (ready at {ready:.1f}s); every 10 s: {' '.join(every)}"
+        )
+
+
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float:
     """The upper bound of the bucket that holds quantile q (the histogram's own resolution)."""
     total = buckets[-1][1]
@@ -124,6 +173,8 @@ def run_one(venv: Path, ports: dict[str, object], count: int, args: argparse.Nam
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
             cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        trace = _RssTrace(proc.pid) if args.rss_trace else None
+        launched = time.monotonic()
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 60
@@ -136,7 +187,11 @@ def run_one(venv: Path, ports: dict[str, object], count: int, args: argparse.Nam
                         raise RuntimeError((Path(tmp) / "exporter.log").read_text()) from None
                     time.sleep(0.2)
             started, cpu_started = time.monotonic(), _proc_cpu(proc.pid)
+            if trace is not None:
+                trace.span("load", launched, started)
             scrapes: list[float] = []
+            gzip_scrapes: list[float] = []
+            gzip_size = 0
             size = 0
             body = b""
             while time.monotonic() - started < args.duration:
@@ -146,11 +201,24 @@ def run_one(venv: Path, ports: dict[str, object], count: int, args: argparse.Nam
                     body = response.read()
                 scrapes.append(time.monotonic() - begin)
                 size = len(body)
+                if trace is not None:
+                    trace.span("plain scrape", begin, time.monotonic())
+                time.sleep(1.0)
+                begin = time.monotonic()
+                request = urllib.request.Request(
+                    url + "/metrics", headers={"Accept-Encoding": "gzip"}
+                )
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    gzip_size = len(response.read())
+                gzip_scrapes.append(time.monotonic() - begin)
+                if trace is not None:
+                    trace.span("gzip scrape", begin, time.monotonic())
             cpu = _proc_cpu(proc.pid) - cpu_started
             elapsed = time.monotonic() - started
             peak = _proc_status(proc.pid, "VmHWM")
             rss = _proc_status(proc.pid, "VmRSS")
         finally:
+            rss_trace = trace.stop() if trace is not None else ""
             proc.terminate()
             proc.wait(20)
     lag: list[tuple[float, float]] = []
@@ -168,7 +236,9 @@ def run_one(venv: Path, ports: dict[str, object], count: int, args: argparse.Nam
         "runs": runs, "cpu": cpu, "elapsed": elapsed, "peak": peak, "rss": rss,
         "lag_p50": _quantile(lag, 0.5), "lag_p99": _quantile(lag, 0.99),
         "scrape_median": statistics.median(scrapes), "scrape_max": max(scrapes),
-        "size": size, "verdicts": verdicts,
+        "size": size, "verdicts": verdicts, "rss_trace": rss_trace,
+        "gzip_median": statistics.median(gzip_scrapes), "gzip_max": max(gzip_scrapes),
+        "gzip_size": gzip_size,
     }  # fmt: skip
 
 
@@ -179,6 +249,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=150.0)
     parser.add_argument("--checkout", type=Path, action="append")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rss-trace", action="store_true")
     args = parser.parse_args()
     checkouts = args.checkout or [Path(__file__).resolve().parents[1]]
     venvs = [install(checkout) for checkout in checkouts]
@@ -195,9 +266,12 @@ def main() -> None:
                         f"peak RSS {r['peak']:.1f} MiB (now {r['rss']:.1f}); "
                         f"scrape median {r['scrape_median'] * 1000:.0f} ms "
                         f"max {r['scrape_max'] * 1000:.0f} ms, {r['size'] / 1024:.0f} KiB; "
+                        f"gzip median {r['gzip_median'] * 1000:.0f} ms "
+                        f"max {r['gzip_max'] * 1000:.0f} ms, {r['gzip_size'] / 1024:.0f} KiB; "
                         f"CPU {r['cpu']:.1f}s = {r['cpu'] * 1000 / max(r['runs'], 1):.2f} ms/run"
                         f" ({r['cpu'] / r['elapsed'] * 100:.0f}% of a core); "
-                        f"verdicts {r['verdicts']}",
+                        f"verdicts {r['verdicts']}"
+                        + (f"\n    {r['rss_trace']}" if r["rss_trace"] else ""),
                         flush=True,
                     )
 

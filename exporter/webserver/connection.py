@@ -12,7 +12,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from http import HTTPStatus
 from typing import Protocol
 
@@ -20,7 +20,7 @@ import h11
 
 from exporter import __version__
 from exporter.webconfig import WebConfig
-from exporter.webserver.reply import Reply, Request
+from exporter.webserver.reply import Pieces, Reply, Request
 
 # The whole head of a request must arrive within this much of its first byte (of the
 # accept, for a connection's first request, TLS handshake included): a client that drips
@@ -37,6 +37,10 @@ MAX_HEAD = 16 * 1024
 # this size, so the next request starts where it should; a larger one gets 413 and a close.
 MAX_BODY = 64 * 1024
 READ_CHUNK = 64 * 1024
+# A body given in pieces (/metrics) goes out in joined batches of about this size, each
+# waiting for the transport to drain: what is in flight stays this small, however large the
+# body, and the loop turns between batches.
+WRITE_BATCH = 256 * 1024
 # Response headers a web configuration may not override: the server owns the framing.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection", "content-encoding"})
 SERVER = f"reachability-exporter/{__version__}"
@@ -263,23 +267,50 @@ class Connection:
                 headers[name.lower()] = (name, value)
         for name, value in reply.headers:
             headers[name.lower()] = (name, value)
-        headers["content-length"] = ("Content-Length", str(len(reply.body)))
+        body = reply.body
+        length = body.length if isinstance(body, Pieces) else len(body)
+        headers["content-length"] = ("Content-Length", str(length))
         headers["server"] = ("Server", SERVER)
         try:
             response = h11.Response(status_code=reply.status, headers=list(headers.values()))
-            parts = [self._h11.send(response) or b""]
-            if method != "HEAD" and reply.body:
-                # Passthrough: the body goes out as it is, not copied into a joined buffer.
-                parts += self._h11.send_with_data_passthrough(h11.Data(data=reply.body)) or []
-            parts.append(self._h11.send(h11.EndOfMessage()) or b"")
-            writer.writelines(parts)
             async with asyncio.timeout(WRITE_DEADLINE):
+                head = self._h11.send(response) or b""
+                if method == "HEAD" or not length:
+                    writer.write(head)
+                elif isinstance(body, Pieces):
+                    writer.write(head)
+                    for batch in _batches(body.pieces, WRITE_BATCH):
+                        self._send_data(writer, batch)
+                        await writer.drain()
+                else:
+                    # One write, not writelines: asyncio 3.11 joins a list into a new copy.
+                    writer.write(head)
+                    self._send_data(writer, body)
+                writer.write(self._h11.send(h11.EndOfMessage()) or b"")
                 await writer.drain()
         except h11.LocalProtocolError as exc:
             log.error("cannot send a response (check the web configuration's headers): %s", exc)
             raise _Closed from None
         except (OSError, TimeoutError, ssl.SSLError):
             raise _Closed from None
+
+    def _send_data(self, writer: asyncio.StreamWriter, data: bytes) -> None:
+        # Passthrough: the data goes out as it is (h11 only counts it against the length).
+        for part in self._h11.send_with_data_passthrough(h11.Data(data=data)) or []:
+            writer.write(part)
+
+
+def _batches(pieces: Sequence[bytes], size: int) -> Iterator[bytes]:
+    """The pieces in order, joined into batches of at least `size` bytes (the last smaller),
+    a large piece passed on as it is rather than copied."""
+    start, pending = 0, 0
+    for index, piece in enumerate(pieces):
+        pending += len(piece)
+        if pending >= size:
+            yield piece if start == index else b"".join(pieces[start : index + 1])
+            start, pending = index + 1, 0
+    if start < len(pieces):
+        yield b"".join(pieces[start:])
 
 
 def _declared_length(event: h11.Request) -> int:

@@ -1,27 +1,37 @@
-"""/metrics: the exposition rendered off the event loop, shared by scrapes that arrive while
-it is being rendered, and gzipped (once per rendering) for clients that accept it."""
+"""/metrics: the exposition collected off the event loop as the pieces the store keeps, shared
+by scrapes that arrive while it is being collected, written out without being joined, and
+gzipped (once per collection, in a thread) for clients that accept it."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gzip
+import zlib
+from collections.abc import Sequence
 
 from exporter.app import Exporter
+from exporter.webserver.reply import Pieces
 
 # The Prometheus text format 0.0.4, which every Prometheus scrapes.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Bodies below this are compressed on the loop: a thread hop costs more than zlib on 64 KiB.
 # Larger ones go to a thread, since zlib releases the GIL and the probes keep the loop.
 INLINE_GZIP_MAX = 64 * 1024
-# Level 6 is zlib's default and client_golang's: ~8x smaller text for the same CPU as gzip's 9.
-GZIP_LEVEL = 6
+# Level 1, not zlib's default 6: the exposition is so repetitive that level 1 already makes
+# it ~24x smaller, and level 6 gains only a sixth more for three times the CPU (40 MB of
+# 10,000 checks: 0.14 s against 0.42 s of a core, 1.65 MB against 1.41 MB).
+GZIP_LEVEL = 1
+# zlib's window bits for a gzip wrapper (header and CRC-32 trailer) instead of zlib's own.
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+# The text is fed to zlib in joined slices of about this size: the compressor never sees a
+# copy of the whole body.
+GZIP_FEED = 1024 * 1024
 
 
-def render_exposition(exporter: Exporter) -> bytes:
-    """The exposition as Prometheus scrapes it, joined from the pieces the store keeps
-    pre-rendered as results arrive."""
-    return exporter.store.exposition()
+def collect_exposition(exporter: Exporter) -> Pieces:
+    """The exposition as Prometheus scrapes it: the pieces the store keeps pre-rendered as
+    results arrive, in order, not joined."""
+    return Pieces.of(exporter.store.exposition_parts())
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -40,42 +50,53 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
+def gzip_pieces(pieces: Sequence[bytes]) -> Pieces:
+    """The pieces gzipped as one stream (header mtime 0: the same text compresses to the
+    same bytes), fed a slice at a time, the output kept in the pieces zlib returns."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
+    out: list[bytes] = []
+    start, pending = 0, 0
+    for index, piece in enumerate(pieces):
+        pending += len(piece)
+        if pending >= GZIP_FEED:
+            out.append(compressor.compress(b"".join(pieces[start : index + 1])))
+            start, pending = index + 1, 0
+    out.append(compressor.compress(b"".join(pieces[start:])))
+    out.append(compressor.flush())
+    return Pieces.of([chunk for chunk in out if chunk])
+
+
 class _Rendering:
-    """One rendering of the exposition and, when some client asked, its gzipped form."""
+    """One collection of the exposition and, when some client asked, its gzipped form."""
 
-    def __init__(self, plain: bytes) -> None:
+    def __init__(self, plain: Pieces) -> None:
         self.plain = plain
-        self._gzipped: asyncio.Future[bytes] | None = None
+        self._gzipped: asyncio.Future[Pieces] | None = None
 
-    async def gzipped(self, pool: concurrent.futures.Executor) -> bytes:
+    async def gzipped(self, pool: concurrent.futures.Executor) -> Pieces:
         if self._gzipped is None:
             loop = asyncio.get_running_loop()
-            if len(self.plain) <= INLINE_GZIP_MAX:
+            if self.plain.length <= INLINE_GZIP_MAX:
                 self._gzipped = loop.create_future()
-                self._gzipped.set_result(_compress(self.plain))
+                self._gzipped.set_result(gzip_pieces(self.plain.pieces))
             else:
                 self._gzipped = asyncio.ensure_future(
-                    loop.run_in_executor(pool, _compress, self.plain)
+                    loop.run_in_executor(pool, gzip_pieces, self.plain.pieces)
                 )
         return await asyncio.shield(self._gzipped)
 
 
-def _compress(data: bytes) -> bytes:
-    # mtime=0: the same exposition compresses to the same bytes.
-    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
-
-
 class Telemetry:
-    """Scrapes that arrive while a rendering is under way wait for it instead of starting
-    their own, so a hundred scrapers cost one rendering, not a hundred. The answer is at
-    most one rendering older than the request."""
+    """Scrapes that arrive while a collection is under way wait for it instead of starting
+    their own, so a hundred scrapers cost one collection, not a hundred. The answer is at
+    most one collection older than the request."""
 
     def __init__(self, exporter: Exporter, pool: concurrent.futures.Executor) -> None:
         self._exporter = exporter
         self._pool = pool
         self._current: asyncio.Future[_Rendering] | None = None
 
-    async def body(self, gzipped: bool) -> bytes:
+    async def body(self, gzipped: bool) -> Pieces:
         rendering = await self._rendering()
         return await rendering.gzipped(self._pool) if gzipped else rendering.plain
 
@@ -89,7 +110,7 @@ class Telemetry:
         return await asyncio.shield(self._current)
 
     def _render(self) -> _Rendering:
-        return _Rendering(render_exposition(self._exporter))
+        return _Rendering(collect_exposition(self._exporter))
 
     def _finished(self, future: asyncio.Future[_Rendering]) -> None:
         if self._current is future:
