@@ -1,11 +1,18 @@
 """Prometheus text format 0.0.4, written by hand so that a check's lines can be rendered
 once, when its result is recorded, and a scrape only joins bytes. Escaping and number
-formatting follow prometheus_client's, so the output is the one it would give."""
+formatting follow prometheus_client's, so the output is the one it would give.
+
+A check's largest chunks (its latency histogram, its failure counters) are kept as Spliced:
+the check's labels and a skeleton of the text around them, whose parts are shared with every
+other check that has the same counts. At 10,000 checks the two held 25 MB as plain bytes,
+mostly copies of the same few lines with other labels; joined at scrape time they cost a
+C-level join per check."""
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Sequence
 
 from exporter.metricnames import Family
 
@@ -44,6 +51,69 @@ def sample(name: str, labels: str, value: float) -> str:
     return f"{name} {number(value)}\n"
 
 
+class Spliced:
+    """Lines whose text is `labels.join(parts)`: the check's labels (`a="x",b="y"`, shared
+    by all of its chunks) put between the parts of a skeleton (shared between checks)."""
+
+    __slots__ = ("labels", "parts")
+
+    def __init__(self, labels: bytes, parts: tuple[bytes, ...]) -> None:
+        self.labels = labels
+        self.parts = parts
+
+    def __len__(self) -> int:
+        if not self.parts:
+            return 0
+        return len(self.labels) * (len(self.parts) - 1) + sum(map(len, self.parts))
+
+    def __bytes__(self) -> bytes:
+        return self.labels.join(self.parts)
+
+
+# What a chunk of the exposition is held as: its text, or its text still to be spliced.
+Piece = bytes | Spliced
+
+
+def piece_bytes(piece: Piece) -> bytes:
+    return piece if type(piece) is bytes else bytes(piece)
+
+
+def join(pieces: Sequence[Piece]) -> bytes:
+    return b"".join(map(piece_bytes, pieces))
+
+
+@functools.lru_cache(maxsize=64)
+def _opening(name: str) -> bytes:
+    return f"{name}{{".encode()
+
+
+# Bounded: the parts of counts that checks share (0, or the number of runs so far, which
+# checks started together share) are found here; a part no other check has falls out.
+@functools.lru_cache(maxsize=8192)
+def _value_then(close: str, value: float, next_name: str) -> bytes:
+    """`<close> <value>` ending a line, and the opening of the next line's labels."""
+    return f"{close} {number(value)}\n{next_name}{{".encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def labelled_lines(
+    name: str, label: str, pairs: tuple[tuple[str, float], ...]
+) -> tuple[bytes, ...]:
+    """The skeleton of one line `name{<labels>,label="value"} number` per (value, number)
+    pair: the same skeleton object for every check with the same pairs (a kind's failure
+    counters all at zero, say)."""
+    if not pairs:
+        return ()
+    parts = [_opening(name)]
+    for index, (value, count) in enumerate(pairs):
+        close = f',{label}="{label_value(value)}"}}'
+        if index < len(pairs) - 1:
+            parts.append(_value_then(close, count, name))
+        else:
+            parts.append(f"{close} {number(count)}\n".encode())
+    return tuple(parts)
+
+
 class Histogram:
     """A bucket counter (the store's own, so a check's copy goes with the check). Buckets are
     kept per slot and made cumulative on export."""
@@ -71,6 +141,18 @@ class Histogram:
             running += count
             out.append(("+Inf" if bound == INF else repr(bound), float(running)))
         return out
+
+    def skeleton(self, family: Family) -> tuple[bytes, ...]:
+        """The lines of `render(family, labels)` as the parts around a non-empty labels: all
+        shared with other checks but the last, which holds the sum."""
+        bucket, last = family.name + "_bucket", len(self.buckets)
+        parts = [_opening(bucket)]
+        for index, (bound, count) in enumerate(self.cumulative()):
+            following = bucket if index < last else family.name + "_count"
+            parts.append(_value_then(f',le="{bound}"}}', count, following))
+        parts.append(_value_then("}", float(sum(self.counts)), family.name + "_sum"))
+        parts.append(f"}} {number(self.total)}\n".encode())
+        return tuple(parts)
 
     def render(self, family: Family, labels: str) -> str:
         """_bucket lines, then _count and _sum, as prometheus_client orders them."""

@@ -22,7 +22,16 @@ from prometheus_client.registry import Collector
 from exporter import buildinfo
 from exporter import metricnames as m
 from exporter.config import Check, Config, Service, TransferOptions
-from exporter.exposition import Histogram, label_set, label_value, sample
+from exporter.exposition import (
+    Histogram,
+    Piece,
+    Spliced,
+    join,
+    label_set,
+    label_value,
+    labelled_lines,
+    sample,
+)
 from exporter.kinds import REGISTRY
 from exporter.result import (
     Result,
@@ -62,7 +71,7 @@ class CheckState:
     failures: dict[Verdict, int] = dataclasses.field(default_factory=dict)
     latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     # One chunk of text-format lines per family of metricnames.CHECK_FAMILIES.
-    rendered: tuple[bytes, ...] = _NOT_RUN
+    rendered: tuple[Piece, ...] = _NOT_RUN
 
     def copy(self) -> CheckState:
         return dataclasses.replace(self, failures=dict(self.failures), latency=self.latency.copy())
@@ -84,6 +93,7 @@ class CheckState:
             latency = failures = True
         labels = label_set(m.CHECK_LABELS, (check.service, check.name, check.kind))
         extra = labels + ","
+        spliced_labels = labels.encode()
 
         def one(family: m.Family, value: float) -> bytes:
             return sample(family.name, labels, value).encode()
@@ -94,9 +104,9 @@ class CheckState:
         if failures:
             failed = {str(v): 0 for v in failure_verdicts(check.kind)}
             failed.update((str(v), count) for v, count in self.failures.items())
-            failures_chunk = each(
-                m.CHECK_FAILURES,
-                [(f'verdict="{v}"', float(count)) for v, count in sorted(failed.items())],
+            pairs = tuple((v, float(count)) for v, count in sorted(failed.items()))
+            failures_chunk: Piece = Spliced(
+                spliced_labels, labelled_lines(m.CHECK_FAILURES.name, "verdict", pairs)
             )
         else:
             failures_chunk = previous[_FAILURES]
@@ -107,7 +117,10 @@ class CheckState:
         direction = check.options.direction if isinstance(check.options, TransferOptions) else ""
         self.rendered = (
             one(m.CHECK_SUCCESS, 1.0 if result.ok else 0.0),
-            each(m.CHECK_VERDICT, [(f'verdict="{result.verdict}"', 1.0)]),
+            Spliced(
+                spliced_labels,
+                labelled_lines(m.CHECK_VERDICT.name, "verdict", ((str(result.verdict), 1.0),)),
+            ),
             one(m.CHECK_DURATION, result.duration),
             each(
                 m.CHECK_PHASE,
@@ -116,7 +129,7 @@ class CheckState:
                     for phase in REGISTRY[check.kind].phases
                 ],
             ),
-            self.latency.render(m.CHECK_LATENCY, labels).encode()
+            Spliced(spliced_labels, self.latency.skeleton(m.CHECK_LATENCY))
             if latency
             else previous[_LATENCY],
             one(m.CHECK_RUNS, float(self.runs)),
@@ -391,9 +404,9 @@ class ResultStore:
 
     def exposition(self) -> bytes:
         """The whole /metrics body (text format 0.0.4): reachability_* and process_*."""
-        return b"".join(self.exposition_parts())
+        return join(self.exposition_parts())
 
-    def exposition_parts(self) -> list[bytes]:
+    def exposition_parts(self) -> list[Piece]:
         """The body in pieces, for a server that writes (or compresses) them one by one
         instead of copying 40 MB at 10,000 checks into one object first."""
         parts = self._reachability_parts()
@@ -401,12 +414,12 @@ class ResultStore:
         return parts
 
     def reachability_exposition(self) -> bytes:
-        return b"".join(self._reachability_parts())
+        return join(self._reachability_parts())
 
-    def _reachability_parts(self) -> list[bytes]:
+    def _reachability_parts(self) -> list[Piece]:
         with self._lock:
             rendered = [state.rendered for state in self._states.values()]
-            parts: list[bytes] = []
+            parts: list[Piece] = []
             for index, header in enumerate(_CHECK_HEADERS):
                 parts.append(header)
                 parts.extend(map(operator.itemgetter(index), rendered))

@@ -12,7 +12,7 @@ import socket
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Protocol
 
@@ -279,7 +279,7 @@ class Connection:
                     writer.write(head)
                 elif isinstance(body, Pieces):
                     writer.write(head)
-                    for batch in _batches(body.pieces, WRITE_BATCH):
+                    for batch in body.batches(WRITE_BATCH):
                         self._send_data(writer, batch)
                         await writer.drain()
                 else:
@@ -298,19 +298,6 @@ class Connection:
         # Passthrough: the data goes out as it is (h11 only counts it against the length).
         for part in self._h11.send_with_data_passthrough(h11.Data(data=data)) or []:
             writer.write(part)
-
-
-def _batches(pieces: Sequence[bytes], size: int) -> Iterator[bytes]:
-    """The pieces in order, joined into batches of at least `size` bytes (the last smaller),
-    a large piece passed on as it is rather than copied."""
-    start, pending = 0, 0
-    for index, piece in enumerate(pieces):
-        pending += len(piece)
-        if pending >= size:
-            yield piece if start == index else b"".join(pieces[start : index + 1])
-            start, pending = index + 1, 0
-    if start < len(pieces):
-        yield b"".join(pieces[start:])
 
 
 def _declared_length(event: h11.Request) -> int:

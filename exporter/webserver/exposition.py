@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import zlib
-from collections.abc import Sequence
 
 from exporter.app import Exporter
 from exporter.webserver.reply import Pieces
@@ -50,18 +49,11 @@ def accepts_gzip(accept_encoding: str) -> bool:
     return False
 
 
-def gzip_pieces(pieces: Sequence[bytes]) -> Pieces:
-    """The pieces gzipped as one stream (header mtime 0: the same text compresses to the
+def gzip_pieces(plain: Pieces) -> Pieces:
+    """The body gzipped as one stream (header mtime 0: the same text compresses to the
     same bytes), fed a slice at a time, the output kept in the pieces zlib returns."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
-    out: list[bytes] = []
-    start, pending = 0, 0
-    for index, piece in enumerate(pieces):
-        pending += len(piece)
-        if pending >= GZIP_FEED:
-            out.append(compressor.compress(b"".join(pieces[start : index + 1])))
-            start, pending = index + 1, 0
-    out.append(compressor.compress(b"".join(pieces[start:])))
+    out = [compressor.compress(batch) for batch in plain.batches(GZIP_FEED)]
     out.append(compressor.flush())
     return Pieces.of([chunk for chunk in out if chunk])
 
@@ -78,10 +70,10 @@ class _Rendering:
             loop = asyncio.get_running_loop()
             if self.plain.length <= INLINE_GZIP_MAX:
                 self._gzipped = loop.create_future()
-                self._gzipped.set_result(gzip_pieces(self.plain.pieces))
+                self._gzipped.set_result(gzip_pieces(self.plain))
             else:
                 self._gzipped = asyncio.ensure_future(
-                    loop.run_in_executor(pool, gzip_pieces, self.plain.pieces)
+                    loop.run_in_executor(pool, gzip_pieces, self.plain)
                 )
         return await asyncio.shield(self._gzipped)
 

@@ -4,7 +4,9 @@ see it, and the reply (status, content type, body, extra headers)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+
+from exporter.exposition import Piece, join, piece_bytes
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -24,15 +26,33 @@ class Pieces:
     never joined whole: at 10,000 checks /metrics is 40 MB, and one joined copy of it, with
     the copies asyncio's transport makes of a large write, cost over 100 MB per scrape."""
 
-    pieces: Sequence[bytes]
+    pieces: Sequence[Piece]
     length: int
 
     @classmethod
-    def of(cls, pieces: Sequence[bytes]) -> Pieces:
+    def of(cls, pieces: Sequence[Piece]) -> Pieces:
         return cls(pieces, sum(map(len, pieces)))
 
     def joined(self) -> bytes:
-        return b"".join(self.pieces)
+        return join(self.pieces)
+
+    def batches(self, size: int) -> Iterator[bytes]:
+        """The body in order, in batches of at least `size` bytes (the last smaller); a
+        piece of that size or more is passed on as it is rather than copied."""
+        batch: list[bytes] = []
+        pending = 0
+        for piece in self.pieces:
+            data = piece_bytes(piece)
+            if not batch and len(data) >= size:
+                yield data
+                continue
+            batch.append(data)
+            pending += len(data)
+            if pending >= size:
+                yield b"".join(batch)
+                batch, pending = [], 0
+        if batch:
+            yield b"".join(batch)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

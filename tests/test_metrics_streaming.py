@@ -1,0 +1,132 @@
+"""/metrics written in batches from the pieces the store keeps (README: "The exporter under
+load"): the body a client reads is the store's exposition byte for byte, plain or gzipped,
+and a scrape costs the exporter a batch in flight, not a copy of a body that is tens of
+megabytes at 10,000 checks. Real servers and clients on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+from exporter.app import Exporter
+from exporter.config import load_text
+from exporter.result import Result
+from exporter.verdicts import Verdict
+from exporter.webconfig import WebConfig
+from exporter.webserver.connection import WRITE_BATCH
+from exporter.webserver.exposition import GZIP_FEED
+from exporter.webserver.reply import Pieces
+from exporter.webserver.server import WebServer
+from peers.exporterproc import ExporterProcess
+
+
+def _config(checks: int, target: str, name_length: int = 8, interval: str = "60s") -> str:
+    lines = [
+        f'      - {{name: c{i}-{"x" * name_length}, kind: tcp, target: "{target}"}}'
+        for i in range(checks)
+    ]
+    return (
+        f"defaults: {{interval: {interval}, timeout: 300ms}}\nbogons: []\n"
+        "services:\n  many:\n    checks:\n" + "\n".join(lines) + "\n"
+    )
+
+
+def _fetch(url: str, encoding: str) -> tuple[bytes, str | None]:
+    request = urllib.request.Request(url, headers={"Accept-Encoding": encoding})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read(), response.headers.get("Content-Encoding")
+
+
+def _only_process_lines(tail: bytes) -> bool:
+    lines = [line for line in tail.decode().splitlines() if not line.startswith("#")]
+    return bool(lines) and all(line.startswith("process_") for line in lines)
+
+
+def test_batches_keep_order_and_size_and_pass_a_large_piece_on_uncopied() -> None:
+    large = b"L" * 50
+    pieces = [b"a" * 7, b"", b"b" * 7, large, b"c" * 3, b"d"]
+    batches = list(Pieces.of(pieces).batches(10))
+    assert b"".join(batches) == b"".join(pieces)
+    assert [len(b) for b in batches] == [14, 50, 4]
+    assert batches[1] is large
+    assert list(Pieces.of([]).batches(10)) == []
+
+
+def test_a_streamed_scrape_is_the_joined_exposition_byte_for_byte(tmp_path: Path) -> None:
+    # 700 checks: a body of several write batches and gzip slices.
+    path = tmp_path / "config.yaml"
+    path.write_text(_config(700, "127.0.0.1:9"))
+    exporter = Exporter(str(path))
+    config = load_text(path.read_text())
+    exporter.store.apply_config(config)
+    for index, check in enumerate(config.checks()):
+        verdict = Verdict.OK if index % 3 else Verdict.TCP_REFUSED
+        result = Result(verdict, duration=0.001 * index, phases={"resolve": 1e-5 * index})
+        result.finished = 1.7e9 + index
+        exporter.store.record(check, result)
+
+    async def scrape() -> tuple[tuple[bytes, str | None], tuple[bytes, str | None]]:
+        server = WebServer(exporter, ["127.0.0.1:0"], WebConfig)
+        await server.start()
+        try:
+            url = f"http://127.0.0.1:{server.ports[0]}/metrics"
+            plain = await asyncio.to_thread(_fetch, url, "identity")
+            zipped = await asyncio.to_thread(_fetch, url, "gzip")
+        finally:
+            await server.stop()
+        return plain, zipped
+
+    (plain, plain_coding), (zipped, zipped_coding) = asyncio.run(scrape())
+    expected = exporter.store.reachability_exposition()
+    assert len(expected) > 4 * WRITE_BATCH and len(expected) > GZIP_FEED
+    assert plain_coding is None and zipped_coding == "gzip"
+    unzipped = gzip.decompress(zipped)
+    for body in (plain, unzipped):
+        # Then only process_* lines, whose CPU and memory figures change from scrape to scrape.
+        assert body[: len(expected)] == expected
+        assert _only_process_lines(body[len(expected) :])
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_scrapes_their_clients_do_not_read_hold_a_batch_each_not_a_copy_of_the_body(
+    tmp_path: Path, listener: int
+) -> None:
+    # Long check names make a body of ~4.5 MB from 40 checks that run every second.
+    path = tmp_path / "config.yaml"
+    path.write_text(_config(40, f"127.0.0.1:{listener}", name_length=3000, interval="1s"))
+    process = ExporterProcess(path, log_level="warn").start()
+    clients: list[socket.socket] = []
+    try:
+        _, body = process.wait_for(
+            lambda: (got := process.get("/metrics")) and got[1].count("runs_total{") == 40 and got
+        )
+        size = len(body.encode())
+        assert size > 4_000_000
+        assert process.proc is not None
+        before = _rss_mib(process.proc.pid)
+        for _ in range(10):
+            client = socket.socket()
+            # A client that reads nothing: the kernel takes a little, the rest waits in us.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect(("127.0.0.1", process.port))
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            clients.append(client)
+        time.sleep(2.0)
+        grown = _rss_mib(process.proc.pid) - before
+        # A copy of the body per client would be 10 x 4.5 MB; a batch each is 10 x 256 KiB.
+        assert grown < 15, f"RSS grew {grown:.0f} MiB with 10 unread scrapes of {size} bytes"
+        assert process.get("/-/healthy")[0] == 200
+    finally:
+        for client in clients:
+            client.close()
+        process.stop()
