@@ -12,6 +12,7 @@ import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -23,9 +24,12 @@ from exporter import buildinfo
 from exporter import metricnames as m
 from exporter.config import Check, Config, Service, TransferOptions
 from exporter.exposition import (
+    NO_LINES,
     Histogram,
     Piece,
     Spliced,
+    SplicedColumn,
+    TextColumn,
     join,
     label_set,
     label_value,
@@ -47,9 +51,13 @@ STALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HTTP_KINDS = ("http", "transfer")
 
 _CHECK_HEADERS = tuple(family.header() for family in m.CHECK_FAMILIES)
-_NOT_RUN = (b"",) * len(m.CHECK_FAMILIES)
 _LATENCY = m.CHECK_FAMILIES.index(m.CHECK_LATENCY)
 _FAILURES = m.CHECK_FAMILIES.index(m.CHECK_FAILURES)
+# The families whose chunks are Spliced (exporter/exposition.py), the rest are bytes.
+_SPLICED = frozenset({m.CHECK_FAMILIES.index(m.CHECK_VERDICT), _LATENCY, _FAILURES})
+_NOT_RUN: tuple[bytes | Spliced, ...] = tuple(
+    NO_LINES if index in _SPLICED else b"" for index in range(len(m.CHECK_FAMILIES))
+)
 
 
 def failure_verdicts(kind: str) -> frozenset[Verdict]:
@@ -71,7 +79,7 @@ class CheckState:
     failures: dict[Verdict, int] = dataclasses.field(default_factory=dict)
     latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     # One chunk of text-format lines per family of metricnames.CHECK_FAMILIES.
-    rendered: tuple[Piece, ...] = _NOT_RUN
+    rendered: tuple[bytes | Spliced, ...] = _NOT_RUN
 
     def copy(self) -> CheckState:
         return dataclasses.replace(self, failures=dict(self.failures), latency=self.latency.copy())
@@ -105,7 +113,7 @@ class CheckState:
             failed = {str(v): 0 for v in failure_verdicts(check.kind)}
             failed.update((str(v), count) for v, count in self.failures.items())
             pairs = tuple((v, float(count)) for v, count in sorted(failed.items()))
-            failures_chunk: Piece = Spliced(
+            failures_chunk: bytes | Spliced = Spliced(
                 spliced_labels, labelled_lines(m.CHECK_FAILURES.name, "verdict", pairs)
             )
         else:
@@ -417,37 +425,47 @@ class ResultStore:
         return join(self._reachability_parts())
 
     def _reachability_parts(self) -> list[Piece]:
+        # Under the lock only the references to each check's rendered tuple (replaced
+        # whole by record(), never changed in place); columns are made after it.
         with self._lock:
             rendered = [state.rendered for state in self._states.values()]
-            parts: list[Piece] = []
-            for index, header in enumerate(_CHECK_HEADERS):
-                parts.append(header)
-                parts.extend(map(operator.itemgetter(index), rendered))
-            lines = self._service_lines.values()
-            parts.append(m.SERVICE_UP.header())
-            parts.extend(up for up, _ in lines)
-            parts.append(m.SERVICE_VERDICT.header())
-            parts.extend(verdict for _, verdict in lines)
-            parts += (m.VANTAGE_STATE.header(), self._vantage_line)
-            parts += (m.BUILD_INFO.header(), self._build_info)
-            parts += (
-                m.CONFIG_LAST_RELOAD_SUCCESSFUL.header(),
-                sample(
-                    m.CONFIG_LAST_RELOAD_SUCCESSFUL.name,
-                    "",
-                    1.0 if self._reload_successful else 0.0,
-                ).encode(),
-                m.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.header(),
-                sample(
-                    m.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.name, "", self._reload_success_timestamp
-                ).encode(),
-                m.SCHEDULER_LAG.header(),
-                self._lag.render(m.SCHEDULER_LAG, "").encode(),
-                m.EVENT_LOOP_STALL.header(),
-                self._stall.render(m.EVENT_LOOP_STALL, "").encode(),
-                m.RERUNS.header(),
-                sample(m.RERUNS.name, "", float(self._stalled_runs)).encode(),
-            )
+            rest = self._global_parts()
+        parts: list[Piece] = []
+        for index, header in enumerate(_CHECK_HEADERS):
+            parts.append(header)
+            chunks: Any = list(map(operator.itemgetter(index), rendered))
+            parts.append(SplicedColumn(chunks) if index in _SPLICED else TextColumn(chunks))
+        parts += rest
+        return parts
+
+    def _global_parts(self) -> list[Piece]:
+        """Everything after the per-check families; called under the lock."""
+        parts: list[Piece] = []
+        lines = self._service_lines.values()
+        parts.append(m.SERVICE_UP.header())
+        parts.extend(up for up, _ in lines)
+        parts.append(m.SERVICE_VERDICT.header())
+        parts.extend(verdict for _, verdict in lines)
+        parts += (m.VANTAGE_STATE.header(), self._vantage_line)
+        parts += (m.BUILD_INFO.header(), self._build_info)
+        parts += (
+            m.CONFIG_LAST_RELOAD_SUCCESSFUL.header(),
+            sample(
+                m.CONFIG_LAST_RELOAD_SUCCESSFUL.name,
+                "",
+                1.0 if self._reload_successful else 0.0,
+            ).encode(),
+            m.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.header(),
+            sample(
+                m.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.name, "", self._reload_success_timestamp
+            ).encode(),
+            m.SCHEDULER_LAG.header(),
+            self._lag.render(m.SCHEDULER_LAG, "").encode(),
+            m.EVENT_LOOP_STALL.header(),
+            self._stall.render(m.EVENT_LOOP_STALL, "").encode(),
+            m.RERUNS.header(),
+            sample(m.RERUNS.name, "", float(self._stalled_runs)).encode(),
+        )
         return parts
 
     def _render_service(self, service: Service) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from exporter.app import Exporter
 from exporter.config import load_text
+from exporter.exposition import Spliced, SplicedColumn, TextColumn
 from exporter.result import Result
 from exporter.verdicts import Verdict
 from exporter.webconfig import WebConfig
@@ -54,6 +55,23 @@ def test_batches_keep_order_and_size_and_pass_a_large_piece_on_uncopied() -> Non
     assert [len(b) for b in batches] == [14, 50, 4]
     assert batches[1] is large
     assert list(Pieces.of([]).batches(10)) == []
+
+
+def test_a_column_is_written_in_windows_near_the_batch_size_whatever_its_chunks() -> None:
+    small, large = [b"s" * 10] * 1000, [b"L" * 5000] * 10
+    column = TextColumn([*small, b"", *large, *small])
+    windows = list(column.windows(1000))
+    assert b"".join(windows) == b"".join(column.chunks) and len(column) == 2 * 10_000 + 10 * 5_000
+    # A chunk over twice the size goes alone; windows of small chunks stay under twice it.
+    assert all(len(w) <= 2000 or w == large[0] for w in windows)
+    assert sum(1 for w in windows if w == large[0]) == 10
+
+    spliced = [Spliced(f'check="c{i}"'.encode(), (b"a{", b"} 1\nb{", b"} 2\n")) for i in range(500)]
+    column = SplicedColumn(spliced)
+    expected = b"".join(f'a{{check="c{i}"}} 1\nb{{check="c{i}"}} 2\n'.encode() for i in range(500))
+    assert b"".join(column.windows(1000)) == expected == bytes(column)
+    assert len(column) == len(expected)
+    assert all(len(w) <= 2000 for w in column.windows(1000))
 
 
 def test_a_streamed_scrape_is_the_joined_exposition_byte_for_byte(tmp_path: Path) -> None:

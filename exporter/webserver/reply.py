@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 
-from exporter.exposition import Piece, join, piece_bytes
+from exporter.exposition import Column, Piece, join
 
 TEXT = "text/plain; charset=utf-8"
 
@@ -37,17 +37,23 @@ class Pieces:
         return join(self.pieces)
 
     def batches(self, size: int) -> Iterator[bytes]:
-        """The body in order, in batches of at least `size` bytes (the last smaller); a
-        piece of that size or more is passed on as it is rather than copied."""
+        """The body in order, in batches of about `size` bytes; a piece of that size or
+        more is passed on as it is rather than copied."""
         batch: list[bytes] = []
         pending = 0
         for piece in self.pieces:
-            data = piece_bytes(piece)
-            if not batch and len(data) >= size:
-                yield data
+            if type(piece) is not bytes:
+                assert isinstance(piece, Column)
+                if batch:
+                    yield b"".join(batch)
+                    batch, pending = [], 0
+                yield from piece.windows(size)
                 continue
-            batch.append(data)
-            pending += len(data)
+            if not batch and len(piece) >= size:
+                yield piece
+                continue
+            batch.append(piece)
+            pending += len(piece)
             if pending >= size:
                 yield b"".join(batch)
                 batch, pending = [], 0
