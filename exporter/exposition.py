@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
 from exporter.metricnames import Family
@@ -96,12 +97,13 @@ class Column:
         text is under half of `size` and shrinks when it is over twice that."""
         start, step, count = 0, 64, self.count()
         while start < count:
-            text = self.texts(start, start + step)
+            stop = min(start + step, count)
+            text = self.texts(start, stop)
             total = sum(map(len, text))
             if total > 2 * size and step > 1:
                 step //= 2
                 continue
-            start += len(text)
+            start = stop
             if total:
                 yield b"".join(text)
             if total < size // 2:
@@ -134,6 +136,43 @@ class SplicedColumn(Column):
 
     def texts(self, start: int, stop: int) -> list[bytes]:
         return [chunk.labels.join(chunk.parts) for chunk in self.chunks[start:stop]]
+
+
+@functools.lru_cache(maxsize=4096)
+def tail(value: float) -> bytes:
+    """`} value` and the newline: what a one-line family keeps of a check's line, the name
+    and labels being the column's (TailColumn). Common values (0, 1, an interval, a run
+    count) are one shared object for every check."""
+    return f"}} {number(value)}\n".encode()
+
+
+class TailColumn(Column):
+    """A family of one line per check, `name{` + the check's labels + its tail: a check
+    holds only its tail, often shared, where its line as bytes took ~130 bytes (11 MB at
+    10,000 checks). Checks without the line (an empty tail) are left out."""
+
+    __slots__ = ("labels", "opening", "tails")
+
+    def __init__(self, name: str, labels: list[bytes], tails: list[bytes]) -> None:
+        present = list(map(bool, tails))
+        self.labels = list(itertools.compress(labels, present))
+        self.tails = list(itertools.compress(tails, present))
+        self.opening = _opening(name)
+        self.length = (
+            len(self.opening) * len(self.tails)
+            + sum(map(len, self.labels))
+            + sum(map(len, self.tails))
+        )
+
+    def count(self) -> int:
+        return len(self.tails)
+
+    def texts(self, start: int, stop: int) -> list[bytes]:
+        # Interleaved by slice assignment: no Python step per line.
+        text = [self.opening] * (3 * (stop - start))
+        text[1::3] = self.labels[start:stop]
+        text[2::3] = self.tails[start:stop]
+        return text
 
 
 # What the exposition is held as: text, or a family's column.

@@ -29,12 +29,14 @@ from exporter.exposition import (
     Piece,
     Spliced,
     SplicedColumn,
+    TailColumn,
     TextColumn,
     join,
     label_set,
     label_value,
     labelled_lines,
     sample,
+    tail,
 )
 from exporter.kinds import REGISTRY
 from exporter.result import (
@@ -55,6 +57,15 @@ _LATENCY = m.CHECK_FAMILIES.index(m.CHECK_LATENCY)
 _FAILURES = m.CHECK_FAMILIES.index(m.CHECK_FAILURES)
 # The families whose chunks are Spliced (exporter/exposition.py), the rest are bytes.
 _SPLICED = frozenset({m.CHECK_FAMILIES.index(m.CHECK_VERDICT), _LATENCY, _FAILURES})
+# The families of one line per check, kept as tails (exporter/exposition.py).
+_TAILS = frozenset(
+    m.CHECK_FAMILIES.index(family)
+    for family in (
+        m.CHECK_SUCCESS, m.CHECK_DURATION, m.CHECK_RUNS, m.CHECK_LAST_RUN, m.CHECK_LAST_CHANGE,
+        m.CHECK_LAST_SUCCESS, m.CHECK_CONSECUTIVE_FAILURES, m.CHECK_INTERVAL,
+        m.TLS_CERT_EXPIRY, m.HTTP_STATUS_CODE, m.TRANSFER_BYTES, m.TRANSFER_RATE,
+    )
+)  # fmt: skip
 _NOT_RUN: tuple[bytes | Spliced, ...] = tuple(
     NO_LINES if index in _SPLICED else b"" for index in range(len(m.CHECK_FAMILIES))
 )
@@ -80,6 +91,8 @@ class CheckState:
     latency: Histogram = dataclasses.field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     # One chunk of text-format lines per family of metricnames.CHECK_FAMILIES.
     rendered: tuple[bytes | Spliced, ...] = _NOT_RUN
+    # The check's labels (`service="…",check="…",kind="…"`), shared by its chunks.
+    labels: bytes = b""
 
     def copy(self) -> CheckState:
         return dataclasses.replace(self, failures=dict(self.failures), latency=self.latency.copy())
@@ -101,10 +114,11 @@ class CheckState:
             latency = failures = True
         labels = label_set(m.CHECK_LABELS, (check.service, check.name, check.kind))
         extra = labels + ","
-        spliced_labels = labels.encode()
+        spliced_labels = self.labels = labels.encode()
 
         def one(family: m.Family, value: float) -> bytes:
-            return sample(family.name, labels, value).encode()
+            assert m.CHECK_FAMILIES.index(family) in _TAILS
+            return tail(value)
 
         def each(family: m.Family, pairs: Iterable[tuple[str, float]]) -> bytes:
             return "".join(sample(family.name, extra + more, v) for more, v in pairs).encode()
@@ -428,13 +442,22 @@ class ResultStore:
         # Under the lock only the references to each check's rendered tuple (replaced
         # whole by record(), never changed in place); columns are made after it.
         with self._lock:
-            rendered = [state.rendered for state in self._states.values()]
+            states = list(self._states.values())
+            rendered = [state.rendered for state in states]
+            labels = [state.labels for state in states]
             rest = self._global_parts()
         parts: list[Piece] = []
-        for index, header in enumerate(_CHECK_HEADERS):
+        for index, (header, family) in enumerate(
+            zip(_CHECK_HEADERS, m.CHECK_FAMILIES, strict=True)
+        ):
             parts.append(header)
             chunks: Any = list(map(operator.itemgetter(index), rendered))
-            parts.append(SplicedColumn(chunks) if index in _SPLICED else TextColumn(chunks))
+            if index in _TAILS:
+                parts.append(TailColumn(family.name, labels, chunks))
+            elif index in _SPLICED:
+                parts.append(SplicedColumn(chunks))
+            else:
+                parts.append(TextColumn(chunks))
         parts += rest
         return parts
 

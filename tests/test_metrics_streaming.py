@@ -14,7 +14,7 @@ from pathlib import Path
 
 from exporter.app import Exporter
 from exporter.config import load_text
-from exporter.exposition import Spliced, SplicedColumn, TextColumn
+from exporter.exposition import Spliced, SplicedColumn, TailColumn, TextColumn, tail
 from exporter.result import Result
 from exporter.verdicts import Verdict
 from exporter.webconfig import WebConfig
@@ -72,6 +72,16 @@ def test_a_column_is_written_in_windows_near_the_batch_size_whatever_its_chunks(
     assert b"".join(column.windows(1000)) == expected == bytes(column)
     assert len(column) == len(expected)
     assert all(len(w) <= 2000 for w in column.windows(1000))
+
+
+def test_a_tail_column_gives_each_check_with_the_line_its_name_and_labels() -> None:
+    labels = [f'check="c{i}"'.encode() for i in range(300)]
+    tails = [tail(float(i)) if i % 3 else b"" for i in range(300)]
+    column = TailColumn("up", labels, tails)
+    expected = b"".join(f'up{{check="c{i}"}} {float(i)}\n'.encode() for i in range(300) if i % 3)
+    assert b"".join(column.windows(500)) == expected == bytes(column)
+    assert len(column) == len(expected)
+    assert tail(1.0) is tail(1.0)
 
 
 def test_a_streamed_scrape_is_the_joined_exposition_byte_for_byte(tmp_path: Path) -> None:
