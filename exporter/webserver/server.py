@@ -3,8 +3,9 @@ at most `max_connections` open connections (further clients wait in the kernel's
 and, when every slot is taken, a newcomer that has sent an unfinished request head is closed
 at once, and for any other the connection that has waited longest for a request head is
 closed to make room, so clients that never finish a request cannot lock Prometheus out.
-Work that takes CPU (bcrypt, rendering pages and the exposition, gzip) runs in small thread
-pools: the loop only moves bytes and never renders anything."""
+Work that takes CPU (bcrypt, rendering pages, gzip) runs in small thread pools. The plain
+exposition is written from the loop a window of pre-rendered pieces at a time (joining
+shared text, no rendering), so the probes get the loop back between windows."""
 
 from __future__ import annotations
 
