@@ -24,13 +24,24 @@ SYSTEM_CAFILE = None if SYSTEM_CAPATH else _verify_paths.cafile
 
 def tls_context(ca_file: str | None, verify: bool, alpn: Sequence[str] = ()) -> ssl.SSLContext:
     """System roots plus `ca_file`; with verify off, no checks at all (a probe that must only
-    prove the handshake completes, e.g. the control-SNI retry)."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
+    prove the handshake completes, e.g. the control-SNI retry), and no roots loaded.
+
+    What ssl.create_default_context() sets up, except that the roots come from the hashed
+    directory, looked up as handshakes need them: the default context parses the whole
+    bundle (~140 roots) into every context, about 1 MB of resident memory each."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, hostname checked
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+        return _offer(context, alpn)
+    if SYSTEM_CAPATH or SYSTEM_CAFILE:
+        context.load_verify_locations(cafile=SYSTEM_CAFILE, capath=SYSTEM_CAPATH)
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return _offer(context, alpn)
+
+
+def _offer(context: ssl.SSLContext, alpn: Sequence[str]) -> ssl.SSLContext:
     if alpn:
         context.set_alpn_protocols(list(alpn))
     return context

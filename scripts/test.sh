@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # python3-venv: Debian and Ubuntu ship python3 without ensurepip, and refuse pip installs
 # into the system interpreter (PEP 668), so everything Python goes into .venv/.
 # chromium: the status page's tests run it headless (driven by the playwright package).
-apt_packages=(python3-venv ca-certificates git prometheus prometheus-alertmanager iptables
-    iproute2 shellcheck systemd chromium)
+# openssl: the trust tests name a root by its subject hash, as /etc/ssl/certs does.
+apt_packages=(python3-venv ca-certificates openssl git prometheus prometheus-alertmanager
+    iptables iproute2 shellcheck systemd chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
