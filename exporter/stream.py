@@ -26,7 +26,8 @@ _expiry_cache: dict[bytes, float] = {}
 
 
 class Stream(asyncio.Protocol):
-    """A byte stream over an asyncio transport (plain or TLS) with bounded buffering.
+    """A byte stream over a plain asyncio transport, with TLS in place once `start_tls` has
+    run, and bounded buffering.
 
     Reads return what has arrived (at most `max_bytes`), b"" at a clean end, and raise the
     error that ended the connection (e.g. ConnectionResetError) once the data before it has
@@ -72,15 +73,15 @@ class Stream(asyncio.Protocol):
         # A peer that closes in the middle of our handshake hung up on it: a reset, as
         # asyncio's own TLS reports it. After the handshake, an end without close_notify
         # ends the stream like any other end.
-        self._end_handshake(ConnectionResetError())
+        if self._handshake is not None:
+            self._end_handshake(ConnectionResetError())
         self._eof = True
         self._wake()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._end_handshake(
-            exc if exc is not None else TlsClosed("connection closed during the TLS handshake")
-        )
+        if self._handshake is not None:
+            self._end_handshake(exc or TlsClosed("connection closed during the TLS handshake"))
         self._eof = True
         if exc is not None and self._error is None:
             self._error = exc
