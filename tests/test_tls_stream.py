@@ -37,8 +37,8 @@ async def _read_all(stream: Stream) -> bytes:
     return data
 
 
-def _exchange(handler: webservers.Handler, request: bytes = b"hello") -> bytes:
-    """Handshake with the server, send `request`, read until the stream ends."""
+def _exchange(handler: webservers.Handler, request: bytes | None = b"hello") -> bytes:
+    """Handshake with the server, send `request` (if any), read until the stream ends."""
 
     async def run() -> bytes:
         loop = asyncio.get_running_loop()
@@ -47,7 +47,8 @@ def _exchange(handler: webservers.Handler, request: bytes = b"hello") -> bytes:
             connection = await open_tcp(["127.0.0.1"], port, loop.time() + 5)
             stream = await tls_handshake(connection.sock, context, "web.test", loop.time() + 5)
             try:
-                stream.write(request)
+                if request is not None:
+                    stream.write(request)
                 async with asyncio.timeout(5):
                     return await _read_all(stream)
             finally:
@@ -121,16 +122,4 @@ def test_data_in_the_segment_that_ends_the_handshake_is_kept() -> None:
         sock.recv(100)
         sock.close()
 
-    async def run() -> bytes:
-        loop = asyncio.get_running_loop()
-        with webservers.serve(handle) as port:
-            client = ssl.create_default_context(cafile=certs.ca_pem_path())
-            connection = await open_tcp(["127.0.0.1"], port, loop.time() + 5)
-            stream = await tls_handshake(connection.sock, client, "web.test", loop.time() + 5)
-            try:
-                async with asyncio.timeout(5):
-                    return await _read_all(stream)
-            finally:
-                stream.close()
-
-    assert asyncio.run(run()) == b"early words"
+    assert _exchange(handle, request=None) == b"early words"
