@@ -72,12 +72,8 @@ def _one_byte_chunks(sock: socket.socket) -> None:
     """200 with a chunked body of 1-byte chunks, as fast as the client reads them."""
     sock.settimeout(30)
     with contextlib.suppress(OSError):
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return
-            data += chunk
+        if webservers.read_head(sock) is None:
+            return
         sock.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         burst = b"1\r\nz\r\n" * 10000
         while True:

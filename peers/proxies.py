@@ -13,6 +13,8 @@ import threading
 import urllib.parse
 from collections.abc import Mapping
 
+from peers.webservers import read_head
+
 # How long a tunnel may sit idle, and a connection upstream may take, before the proxy gives
 # up: far beyond any probe's timeout, so that the proxy is never what a probe measures.
 IDLE_SECONDS = 30.0
@@ -79,13 +81,10 @@ class Proxy:
 
     def http(self, client: socket.socket) -> None:
         client.settimeout(IDLE_SECONDS)
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = client.recv(PIPE_CHUNK)
-            if not chunk or len(data) > PIPE_CHUNK:
-                return
-            data += chunk
-        raw_head, _, pending = data.partition(b"\r\n\r\n")
+        received = read_head(client)
+        if received is None:
+            return
+        raw_head, pending = received[0].removesuffix(b"\r\n\r\n"), received[1]
         request_line, *head = raw_head.decode("latin-1").split("\r\n")
         method, target, version = request_line.split()
         if method == "CONNECT":

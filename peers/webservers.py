@@ -200,7 +200,7 @@ def _response(
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-def _read_head(sock: socket.socket) -> tuple[bytes, bytes] | None:
+def read_head(sock: socket.socket) -> tuple[bytes, bytes] | None:
     """The request head, and what arrived after it; None if the peer went or sent too much."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -213,7 +213,7 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes] | None:
 
 
 def _read_request(conn: socket.socket) -> Request | None:
-    received = _read_head(conn)
+    received = read_head(conn)
     if received is None:
         return None
     head, rest = received
@@ -412,7 +412,7 @@ def answer_every_request(status: int, body: bytes, reason: str = "") -> Handler:
 def garbage(sock: socket.socket) -> None:
     """Bytes that are not an HTTP response, after the request."""
     sock.settimeout(HOLD_SECONDS)
-    if _read_head(sock) is not None:
+    if read_head(sock) is not None:
         sock.sendall(b"\x00\x01\x02 this is not HTTP at all \xff\xfe\r\n\r\n")
 
 

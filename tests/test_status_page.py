@@ -22,7 +22,7 @@ from exporter.journal import rfc3339
 from peers.dnsserver import NODATA, DnsServer, records
 from peers.exporterproc import REPO, ExporterProcess
 from peers.listeners import accepting_port, free_port
-from peers.webservers import counted, serve
+from peers.webservers import counted, read_head, serve
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
@@ -148,12 +148,8 @@ def site(tmp_path: Path) -> Iterator[tuple[ExporterProcess, contextlib.ExitStack
 
 
 def _blockpage_redirect(sock: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return
-        data += chunk
+    if read_head(sock) is None:
+        return
     location = f"http://{BLOCKPAGE}/?why={HOSTILE}"
     sock.sendall(
         f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n"

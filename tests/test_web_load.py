@@ -177,12 +177,8 @@ def test_an_unfinished_request_closed_by_the_client_is_not_executed(healthy: Pat
 def _slow_ok(sock: socket.socket) -> None:
     """An HTTP server that takes a second to answer 200."""
     sock.settimeout(10)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return
-        data += chunk
+    if webservers.read_head(sock) is None:
+        return
     time.sleep(1.0)
     sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
