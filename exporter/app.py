@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from exporter import config as config_module
 from exporter.changes import VerdictChanges
 from exporter.config import Check, Config
+from exporter.config.childload import load_file_in_child
 from exporter.errors import ConfigError
 from exporter.journal import Journal, MemoryJournal
 from exporter.metrics import ReachabilityCollector, ResultStore
@@ -72,7 +72,7 @@ class Exporter:
                 # filesystem) fails this reload and releases the lock for the next one; the
                 # reader bounds itself too, this is the backstop.
                 config = await asyncio.wait_for(
-                    asyncio.to_thread(config_module.load_file, self.config_file),
+                    asyncio.to_thread(load_file_in_child, self.config_file),
                     RELOAD_READ_TIMEOUT,
                 )
             except ConfigError as exc:

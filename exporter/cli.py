@@ -18,6 +18,7 @@ from exporter import config as config_module
 from exporter.app import Exporter
 from exporter.config import Config
 from exporter.config import values as units
+from exporter.config.childload import load_file_in_child
 from exporter.errors import ConfigError, Problem
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.webconfig import WebConfig, WebConfigError, WebConfigWatcher
@@ -219,7 +220,11 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup(args.log_level, args.log_format)
     try:
         args.config_file = locate_config(args.config_file)
-        config = config_module.load_file(args.config_file)
+        # A serving exporter keeps running for months: it loads in a child, so that the
+        # parse's garbage never fragments its memory (exporter/config/childload.py).
+        serving = not (args.config_check or args.once)
+        load = load_file_in_child if serving else config_module.load_file
+        config = load(args.config_file)
     except ConfigError as exc:
         for line in exc.lines():
             print(line, file=sys.stderr)
