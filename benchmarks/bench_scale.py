@@ -15,7 +15,8 @@ Prometheus sends). Every run is expected to be ok: other verdicts are printed.
 
 With --rss-trace, VmRSS is sampled every 0.2 s from the launch on, and where the peak falls
 is printed: during the configuration load (before /-/ready), during a scrape, or between
-them, with RSS every 10 s, so that a peak can be told from a steady climb.
+them, with RSS every 10 s, so that a peak can be told from a steady climb; and the peak of
+the exporter's child processes (the one that loads the configuration), sampled alike.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ class _RssTrace:
         self.started = time.monotonic()
         self.samples: list[tuple[float, float]] = []
         self.spans: list[tuple[str, float, float]] = []
+        # The exporter's children (it loads its configuration in one): their memory is
+        # paid too, while they live.
+        self.child_peak = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -129,7 +133,19 @@ class _RssTrace:
             except OSError:
                 return
             self.samples.append((time.monotonic() - self.started, rss))
+            self._sample_children()
             self._stop.wait(0.2)
+
+    def _sample_children(self) -> None:
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return
+        for child in children:
+            try:
+                self.child_peak = max(self.child_peak, _proc_status(int(child), "VmHWM"))
+            except OSError:
+                pass  # it ended between the listing and the read
 
     def span(self, name: str, begin: float, end: float) -> None:
         self.spans.append((name, begin - self.started, end - self.started))
@@ -150,6 +166,11 @@ class _RssTrace:
         return (
             f"RSS peak {peak:.0f} MiB at {peak_at:.1f}s ({where}); max before ready "
             f"{before:.0f} MiB (ready at {ready:.1f}s); every 10 s: {' '.join(every)}"
+            + (
+                f"; a child process (the configuration load) peaked at {self.child_peak:.0f} MiB"
+                if self.child_peak
+                else ""
+            )
         )
 
 
