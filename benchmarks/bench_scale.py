@@ -22,6 +22,7 @@ the exporter's child processes (the one that loads the configuration), sampled a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import multiprocessing.connection
 import os
@@ -142,10 +143,9 @@ class _RssTrace:
         except OSError:
             return
         for child in children:
-            try:
+            # OSError: it ended between the listing and the read.
+            with contextlib.suppress(OSError):
                 self.child_peak = max(self.child_peak, _proc_status(int(child), "VmHWM"))
-            except OSError:
-                pass  # it ended between the listing and the read
 
     def span(self, name: str, begin: float, end: float) -> None:
         self.spans.append((name, begin - self.started, end - self.started))
