@@ -187,6 +187,16 @@ def join(pieces: Sequence[Piece]) -> bytes:
     return b"".join(map(piece_bytes, pieces))
 
 
+@functools.lru_cache(maxsize=16)
+def _bucket_text(name: str, buckets: tuple[float, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A histogram's `,le="bound"}` closes, and the name of each line's successor after the
+    name of the first: every `_bucket` line is followed by another but the last (+Inf), which
+    is followed by `_count`."""
+    closes = (*(f',le="{bound!r}"}}' for bound in buckets), ',le="+Inf"}')
+    followers = (name + "_bucket",) * (len(buckets) + 1) + (name + "_count",)
+    return closes, followers
+
+
 @functools.lru_cache(maxsize=64)
 def _opening(name: str) -> bytes:
     return f"{name}{{".encode()
@@ -249,13 +259,15 @@ class Histogram:
 
     def skeleton(self, family: Family) -> tuple[bytes, ...]:
         """The lines of `render(family, labels)` as the parts around a non-empty labels: all
-        shared with other checks but the last, which holds the sum."""
-        bucket, last = family.name + "_bucket", len(self.buckets)
-        parts = [_opening(bucket)]
-        for index, (bound, count) in enumerate(self.cumulative()):
-            following = bucket if index < last else family.name + "_count"
-            parts.append(_value_then(f',le="{bound}"}}', count, following))
-        parts.append(_value_then("}", float(sum(self.counts)), family.name + "_sum"))
+        shared with other checks but the last, which holds the sum. Made on every ok run
+        of every check, so what does not depend on the counts is made once (_bucket_text)."""
+        closes, followers = _bucket_text(family.name, self.buckets)
+        parts = [_opening(followers[0])]
+        running = 0
+        for close, count, following in zip(closes, self.counts, followers[1:], strict=True):
+            running += count
+            parts.append(_value_then(close, float(running), following))
+        parts.append(_value_then("}", float(running), family.name + "_sum"))
         parts.append(f"}} {number(self.total)}\n".encode())
         return tuple(parts)
 

@@ -11,7 +11,7 @@ import dataclasses
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -55,6 +55,10 @@ _HTTP_KINDS = ("http", "transfer")
 _CHECK_HEADERS = tuple(family.header() for family in m.CHECK_FAMILIES)
 _LATENCY = m.CHECK_FAMILIES.index(m.CHECK_LATENCY)
 _FAILURES = m.CHECK_FAMILIES.index(m.CHECK_FAILURES)
+# Families whose lines say only what the configuration says: kept from run to run.
+_INTERVAL = m.CHECK_FAMILIES.index(m.CHECK_INTERVAL)
+_INFO = m.CHECK_FAMILIES.index(m.CHECK_INFO)
+_DIRECTION = m.CHECK_FAMILIES.index(m.TRANSFER_DIRECTION_INFO)
 # The families whose chunks are Spliced (exporter/exposition.py), the rest are bytes.
 _SPLICED = frozenset({m.CHECK_FAMILIES.index(m.CHECK_VERDICT), _LATENCY, _FAILURES})
 # The families of one line per check, kept as tails (exporter/exposition.py).
@@ -92,7 +96,8 @@ class CheckState:
     # One chunk of text-format lines per family of metricnames.CHECK_FAMILIES.
     rendered: tuple[bytes | Spliced, ...] = _NOT_RUN
     # The check's labels (`service="…",check="…",kind="…"`), shared by its chunks.
-    labels: bytes = b""
+    labels: str = ""
+    labels_bytes: bytes = b""
 
     def copy(self) -> CheckState:
         return dataclasses.replace(self, failures=dict(self.failures), latency=self.latency.copy())
@@ -101,10 +106,14 @@ class CheckState:
     def verdict(self) -> Verdict | None:
         return self.result.verdict if self.result else None
 
-    def render(self, *, latency: bool = True, failures: bool = True) -> None:
+    def render(
+        self, *, latency: bool = True, failures: bool = True, same_check: bool = False
+    ) -> None:
         """Render this check's lines, once per recorded result (or reload). An ok run leaves
         the failure counters as they were, a failed one the latency histogram: their chunks,
-        the largest, are kept when `latency` or `failures` is False."""
+        the largest, are kept when `latency` or `failures` is False. With `same_check` (a
+        new result of the check rendered last time) the lines that say only what the
+        configuration says are kept too."""
         result, check = self.result, self.check
         if result is None:
             self.rendered = _NOT_RUN
@@ -112,16 +121,24 @@ class CheckState:
         previous = self.rendered
         if previous is _NOT_RUN:
             latency = failures = True
-        labels = label_set(m.CHECK_LABELS, (check.service, check.name, check.kind))
-        extra = labels + ","
-        spliced_labels = self.labels = labels.encode()
+            same_check = False
+        if not self.labels:
+            # Made once: the labels are the check's key and kind, which a state keeps for
+            # life (a reload that changes the kind makes a new state).
+            self.labels = label_set(m.CHECK_LABELS, (check.service, check.name, check.kind))
+            self.labels_bytes = self.labels.encode()
+        extra = self.labels + ","
+        spliced_labels = self.labels_bytes
 
         def one(family: m.Family, value: float) -> bytes:
-            assert m.CHECK_FAMILIES.index(family) in _TAILS
+            # The family names the line for the reader; a one-line family keeps only its
+            # tail (the column adds the name and labels).
             return tail(value)
 
-        def each(family: m.Family, pairs: Iterable[tuple[str, float]]) -> bytes:
-            return "".join(sample(family.name, extra + more, v) for more, v in pairs).encode()
+        def each(family: m.Family, pairs: Sequence[tuple[str, float]]) -> bytes:
+            if not pairs:
+                return b""
+            return "".join([sample(family.name, extra + more, v) for more, v in pairs]).encode()
 
         if failures:
             failed = {str(v): 0 for v in failure_verdicts(check.kind)}
@@ -160,8 +177,10 @@ class CheckState:
             one(m.CHECK_LAST_CHANGE, self.since),
             b"" if self.last_success is None else one(m.CHECK_LAST_SUCCESS, self.last_success),
             one(m.CHECK_CONSECUTIVE_FAILURES, float(self.failing_runs)),
-            one(m.CHECK_INTERVAL, check.interval),
-            each(m.CHECK_INFO, [(f'target="{label_value(check.target)}"', 1.0)]),
+            previous[_INTERVAL] if same_check else one(m.CHECK_INTERVAL, check.interval),
+            previous[_INFO]
+            if same_check
+            else each(m.CHECK_INFO, [(f'target="{label_value(check.target)}"', 1.0)]),
             each(
                 m.DNS_ANSWERS,
                 [(f'resolver="{label_value(a.resolver)}"', len(a.addresses)) for a in resolvers],
@@ -185,7 +204,9 @@ class CheckState:
                     for shape, ok in result.fingerprints.items()
                 ],
             ),
-            each(m.TRANSFER_DIRECTION_INFO, [(f'direction="{direction}"', 1.0)])
+            previous[_DIRECTION]
+            if same_check
+            else each(m.TRANSFER_DIRECTION_INFO, [(f'direction="{direction}"', 1.0)])
             if isinstance(check.options, TransferOptions)
             else b"",
         )
@@ -375,7 +396,7 @@ class ResultStore:
             else:
                 state.failures[result.verdict] = state.failures.get(result.verdict, 0) + 1
                 state.failing_runs += 1
-            state.render(latency=result.ok, failures=not result.ok)
+            state.render(latency=result.ok, failures=not result.ok, same_check=True)
             service = self._services.get(check.service)
             tally = self._tallies.get(check.service)
             if service is not None and tally is not None and (changed or first):
@@ -444,7 +465,7 @@ class ResultStore:
         with self._lock:
             states = list(self._states.values())
             rendered = [state.rendered for state in states]
-            labels = [state.labels for state in states]
+            labels = [state.labels_bytes for state in states]
             rest = self._global_parts()
         parts: list[Piece] = []
         for index, (header, family) in enumerate(
