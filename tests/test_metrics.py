@@ -213,6 +213,35 @@ def test_a_reload_drops_removed_checks_and_keeps_the_rest() -> None:
     assert registry.get_sample_value("reachability_check_success", gone) is None
 
 
+def test_a_reload_that_changes_a_checks_settings_shows_them_in_every_later_run() -> None:
+    # A new result of the same check keeps the lines that say only what the configuration
+    # says (interval, target, direction); a reload that changes them must still show.
+    store, registry = make_store()
+    page = {"service": "web", "check": "page", "kind": "http"}
+    big = {"service": "web", "check": "big", "kind": "transfer"}
+    store.record(check(store, "web", "page"), finished(Verdict.OK, 50.0, status_code=200))
+    store.record(check(store, "web", "big"), finished(Verdict.OK, 50.0, bytes_received=10))
+    changed = CONFIG.replace(
+        'target: "https://example.org/"}', 'target: "https://example.net/", interval: 17s}'
+    )
+    changed = changed.replace(
+        'target: "https://example.org/big"}', 'target: "https://example.org/up", direction: upload}'
+    )
+    store.apply_config(load_text(changed))
+    for at in (60.0, 70.0):
+        store.record(check(store, "web", "page"), finished(Verdict.OK, at, status_code=200))
+        store.record(check(store, "web", "big"), finished(Verdict.OK, at, bytes_sent=10))
+        assert registry.get_sample_value("reachability_check_interval_seconds", page) == 17.0
+        info = {**page, "target": "https://example.net/"}
+        assert registry.get_sample_value("reachability_check_info", info) == 1.0
+        old = {**page, "target": "https://example.org/"}
+        assert registry.get_sample_value("reachability_check_info", old) is None
+        upload = {**big, "direction": "upload"}
+        assert registry.get_sample_value("reachability_transfer_direction_info", upload) == 1.0
+        download = {**big, "direction": "download"}
+        assert registry.get_sample_value("reachability_transfer_direction_info", download) is None
+
+
 def test_exporter_series_and_promtool_accepts_the_exposition() -> None:
     store, registry = make_store()
     for (service, name), verdict in [
