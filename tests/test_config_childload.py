@@ -4,8 +4,10 @@ enters the long-running process."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 import time
@@ -75,6 +77,28 @@ def test_a_child_that_dies_without_an_answer_leaves_the_load_to_the_process(
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "loaded"
     assert "ended without an answer (killed by signal 9)" in run.stderr
+
+
+def test_a_connection_the_process_closes_while_a_child_loads_is_closed_at_once(
+    tmp_path: pathlib.Path,
+) -> None:
+    # The child is forked with the process's sockets; it must not keep them open.
+    path = _config(tmp_path, "large", 20000)
+    ours, peer = socket.socketpair()
+    peer.settimeout(30)
+    loading = concurrent.futures.ThreadPoolExecutor(1).submit(load_file_in_child, str(path))
+    time.sleep(0.3)  # the child is forked and parsing (20,000 checks take seconds)
+    assert not loading.done()
+    ours.close()
+    closed = time.monotonic()
+    assert peer.recv(1) == b""  # the end of the stream
+    ended = time.monotonic()
+    assert len(list(loading.result().checks())) == 20000
+    loaded = time.monotonic()
+    peer.close()
+    # Held by the child, the stream ended only when the child did, just before the load.
+    assert ended - closed < 0.25, f"the end came {ended - closed:.2f} s after the close"
+    assert loaded - ended > 0.5, f"the load ended {loaded - ended:.2f} s after the stream"
 
 
 def _config(tmp_path: pathlib.Path, name: str, checks: int) -> pathlib.Path:

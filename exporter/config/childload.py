@@ -14,9 +14,11 @@ runs here instead, as it would without this module."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
+import resource
 import signal
 import sys
 import time
@@ -77,9 +79,17 @@ def _answer(path: str, fd: int) -> None:
     parent's (atexit handlers, buffered files, the event loop)."""
     code = 0
     try:
+        # Nothing of the parent's is ever finalized here: a collected socket object would
+        # close a descriptor number that now names one of the child's own files.
+        gc.freeze()
         for signum in _HANDLED:
             signal.signal(signum, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
+        # The parent's sockets are not the child's to hold: while a copy is open here, a
+        # connection the exporter closes (a finished probe, a web client) would stay open
+        # on the wire until the child exits.
+        os.closerange(3, fd)
+        os.closerange(fd + 1, _highest_descriptor())
         outcome: tuple[Any, ...]
         try:
             outcome = ("config", load_file(path))
@@ -96,6 +106,11 @@ def _answer(path: str, fd: int) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _highest_descriptor() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
 def _ending(status: int) -> str:
