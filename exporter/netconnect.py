@@ -7,6 +7,8 @@ guess from a generic exception which layer broke. The byte stream itself is
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import ssl
 from collections.abc import Sequence
@@ -84,11 +86,10 @@ async def open_tcp(
             sock: socket.socket | None = None
             try:
                 sock = socket.socket(
-                    socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM
+                    socket.AF_INET6 if ":" in address else socket.AF_INET,
+                    socket.SOCK_STREAM | _NONBLOCK,
                 )
-                sock.setblocking(False)
-                async with asyncio.timeout_at(until):
-                    await loop.sock_connect(sock, (address, port))
+                await _connect(loop, sock, address, port, until)
             except TimeoutError as exc:
                 if sock is not None:
                     sock.close()
@@ -118,6 +119,55 @@ async def open_tcp(
     first = failures[0].restated("; ".join(failure.detail for failure in failures))
     first.tried = tried
     raise first
+
+
+# Made non-blocking at birth: no separate ioctl per connection.
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
+
+
+async def _connect(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, address: str, port: int, until: float
+) -> None:
+    """Connect `sock` (non-blocking) to an IP address by `until`, raising OSError as
+    loop.sock_connect would (TimeoutError past `until`).
+
+    One future woken by the writer callback and one plain timer: loop.sock_connect inside
+    asyncio.timeout_at did the same with a resolve step for an address that is already one,
+    two done-callbacks and a timeout context, about 40 Python calls more per connection."""
+    if not _NONBLOCK:
+        sock.setblocking(False)
+    error = sock.connect_ex((address, port))
+    if error == 0:
+        return
+    if error not in _IN_PROGRESS:
+        raise OSError(error, os.strerror(error))
+    fd = sock.fileno()
+    connected: asyncio.Future[None] = loop.create_future()
+    loop.add_writer(fd, _writable, connected)
+    timer = loop.call_at(until, _expire, connected)
+    try:
+        await connected
+    finally:
+        timer.cancel()
+        loop.remove_writer(fd)
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error != 0:
+        # The wording loop.sock_connect gives a failure it learns of later.
+        where = (address, port, 0, 0) if sock.family == socket.AF_INET6 else (address, port)
+        raise OSError(error, f"Connect call failed {where}")
+
+
+_IN_PROGRESS = (errno.EINPROGRESS, errno.EAGAIN, errno.EINTR)
+
+
+def _writable(connected: asyncio.Future[None]) -> None:
+    if not connected.done():
+        connected.set_result(None)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _join(address: str, port: int) -> str:

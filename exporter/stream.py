@@ -94,7 +94,9 @@ class Stream(asyncio.Protocol):
         tls = self._tls
         assert tls is not None
         tls.feed(ciphertext)
-        if self._handshake is not None and not self._step_handshake():
+        if self._handshake is not None and (not self._step_handshake() or not tls.unread):
+            # Still handshaking, or done with nothing after the server's Finished: asking
+            # for plaintext now would only raise and catch SSLWantReadError.
             return b""
         try:
             plaintext, closed = tls.decrypt()
@@ -302,12 +304,16 @@ class Stream(asyncio.Protocol):
         self.first_data = None
         loop = self._loop
         started = loop.time()
+        # One plain timer ends the wait: an asyncio.timeout context costs a cancellation
+        # and its undoing on top, for a wait that has its own future to fail.
+        timer: asyncio.TimerHandle | None = None
         try:
             self._tls = TlsSession(context, _sni(server_hostname))
-            self._handshake = loop.create_future()
+            self._handshake = handshake = loop.create_future()
             self._step_handshake()  # the ClientHello
-            async with asyncio.timeout_at(deadline):
-                await self._handshake
+            if not handshake.done():
+                timer = loop.call_at(deadline, self._handshake_expired, handshake)
+            await handshake
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
             self._handshake = None
             self.close()
@@ -318,16 +324,34 @@ class Stream(asyncio.Protocol):
             self.close()
             raise
         finally:
+            if timer is not None:
+                timer.cancel()
             if phases is not None:
                 phases.add(PHASE_TLS, loop.time() - started)
         return self
 
+    def _handshake_expired(self, handshake: asyncio.Future[None]) -> None:
+        if self._handshake is handshake:
+            self._end_handshake(TimeoutError())
+
 
 async def open_stream(sock: socket.socket) -> Stream:
-    """A plain Stream over a connected socket (the Stream's transport owns it from then on,
-    also when this is cancelled: asyncio then closes the transport, and with it the socket)."""
+    """A plain Stream over a connected, non-blocking socket (the Stream's transport owns it
+    from then on, also when this is cancelled: asyncio then closes the transport, and with
+    it the socket).
+
+    On asyncio's own selector loop the transport is made here and now: create_connection
+    (sock=...) makes the same one and then spends a future and a loop turn waiting for its
+    connection_made, before which a probe has nothing to do anyway (its first write goes
+    straight to the socket; reading starts in the turn connection_made runs in). Other loops
+    go the public way."""
     stream = Stream(sock)
-    await asyncio.get_running_loop().create_connection(lambda: stream, sock=sock)
+    loop = asyncio.get_running_loop()
+    make_transport = getattr(loop, "_make_socket_transport", None)
+    if make_transport is None:
+        await loop.create_connection(lambda: stream, sock=sock)
+    else:
+        stream.connection_made(make_transport(sock, stream))
     return stream
 
 

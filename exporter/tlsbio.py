@@ -34,6 +34,12 @@ class TlsSession:
         """Bytes received from the peer."""
         self._incoming.write(ciphertext)
 
+    @property
+    def unread(self) -> int:
+        """Ciphertext fed and not yet taken in by OpenSSL, which reads records from the
+        buffer one at a time (no read-ahead): after the handshake, the records behind it."""
+        return self._incoming.pending
+
     def handshake(self) -> bool:
         """Advance the handshake with what has been fed; True once it is complete."""
         try:
