@@ -1,11 +1,13 @@
 """How a probe's TLS stream (TLS run in place over the plain connection, exporter/tlsbio.py)
 ends, against real TLS servers on loopback: close_notify and a bare FIN end the stream
 cleanly after the data before them, a record that does not decrypt is an error, and data
-that arrives in the same segment as the end of the handshake is not lost."""
+that arrives in the same segment as the end of the handshake is not lost; and a stream over
+a connected socket is ready in the loop turn it is made in."""
 
 from __future__ import annotations
 
 import asyncio
+import selectors
 import socket
 import ssl
 from collections.abc import Callable
@@ -13,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from exporter.netconnect import open_tcp, tls_handshake
-from exporter.stream import Stream
+from exporter.stream import Stream, open_stream
 from peers import certs, webservers
 
 Serve = Callable[[ssl.SSLSocket], None]
@@ -123,3 +125,37 @@ def test_data_in_the_segment_that_ends_the_handshake_is_kept() -> None:
         sock.close()
 
     assert _exchange(handle, request=None) == b"early words"
+
+
+class _CountingSelector(selectors.DefaultSelector):
+    """The loop's selector, counting its turns (one select() per turn)."""
+
+    turns = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        self.turns += 1
+        return super().select(timeout)
+
+
+def test_a_stream_over_a_connected_socket_is_ready_in_the_same_loop_turn() -> None:
+    # create_connection(sock=...) spent a turn (and a future) waiting for its own
+    # connection_made before the ClientHello could go out; a loop turn costs a tls probe
+    # about as much as the rest of setting up its stream.
+    selector = _CountingSelector()
+
+    async def turns_to_open() -> int:
+        loop = asyncio.get_running_loop()
+        with webservers.serve(webservers.silent) as port:
+            connection = await open_tcp(["127.0.0.1"], port, loop.time() + 5)
+            before = selector.turns
+            stream = await open_stream(connection.sock)
+            turns = selector.turns - before
+            try:
+                assert stream.transport is not None
+                stream.write(b"sent at once")
+            finally:
+                stream.close()
+            return turns
+
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(selector)) as runner:
+        assert runner.run(turns_to_open()) == 0
