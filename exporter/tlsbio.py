@@ -52,15 +52,21 @@ class TlsSession:
         """The plaintext of every whole record fed so far, and whether the peer sent
         close_notify. Records without application data (session tickets) yield nothing."""
         chunks: list[bytes] = []
-        read = self.ssl_object.read
+        ssl_object, incoming = self.ssl_object, self._incoming
+        read = ssl_object.read
         try:
-            while True:
+            # Read while a record may be complete: bytes in the buffer, or plaintext of a
+            # record OpenSSL holds. Without either, a read could only raise SSLWantReadError,
+            # an exception object built from OpenSSL's error queue (as costly as the read).
+            while incoming.pending or ssl_object.pending():
                 chunk = read(RECORD_PLAINTEXT_MAX)
                 if not chunk:
                     return b"".join(chunks), True
                 chunks.append(chunk)
         except ssl.SSLWantReadError:
             pass
+        if not chunks:
+            return b"", False
         return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), False
 
     def encrypt(self, plaintext: bytes) -> None:
