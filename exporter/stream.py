@@ -336,9 +336,8 @@ class Stream(asyncio.Protocol):
 
 
 async def open_stream(sock: socket.socket) -> Stream:
-    """A plain Stream over a connected, non-blocking socket (the Stream's transport owns it
-    from then on, also when this is cancelled: asyncio then closes the transport, and with
-    it the socket).
+    """A plain Stream over a connected socket (the Stream's transport owns it from then on,
+    also when this is cancelled: asyncio then closes the transport, and with it the socket).
 
     On asyncio's own selector loop the transport is made here and now: create_connection
     (sock=...) makes the same one and then spends a future and a loop turn waiting for its
@@ -351,6 +350,10 @@ async def open_stream(sock: socket.socket) -> Stream:
     if make_transport is None:
         await loop.create_connection(lambda: stream, sock=sock)
     else:
+        if sock.getblocking():
+            sock.setblocking(False)  # as create_connection would
+        # The transport calls connection_made again a turn later: it only records the
+        # transport, the same one.
         stream.connection_made(make_transport(sock, stream))
     return stream
 
