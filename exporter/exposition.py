@@ -11,9 +11,12 @@ C-level join per check."""
 from __future__ import annotations
 
 import bisect
+import enum
 import functools
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from exporter.metricnames import Family
 
@@ -64,6 +67,9 @@ class Spliced:
         # Kept, not computed per scrape: Content-Length needs the sum over every check.
         self.length = len(labels) * (len(parts) - 1) + sum(map(len, parts)) if parts else 0
 
+    def __len__(self) -> int:
+        return self.length
+
     def __bytes__(self) -> bytes:
         return self.labels.join(self.parts)
 
@@ -72,10 +78,35 @@ class Spliced:
 NO_LINES = Spliced(b"", ())
 
 
+@functools.lru_cache(maxsize=4096)
+def tail(value: float) -> bytes:
+    """`} value` and the newline: what a one-line family keeps of a check's line, the name
+    and labels being the column's (Form.TAIL). Common values (0, 1, an interval, a run
+    count) are one shared object for every check."""
+    return f"}} {number(value)}\n".encode()
+
+
+class Form(enum.Enum):
+    """What a family's chunk of one check is."""
+
+    TEXT = "text"  # its lines as bytes
+    SPLICED = "spliced"  # a Spliced
+    TAIL = "tail"  # its one line's tail, or b"" for no line: `name{` and labels go before it
+
+
+# What a slice of text is: chunks to join, and their length.
+Slice = tuple[list[bytes], int]
+
+_LABELS = operator.attrgetter("labels")
+_PARTS = operator.attrgetter("parts")
+# A slice starts at this many checks and doubles while its text is short (see _slices).
+_FIRST_STEP = 64
+
+
 class Column:
-    """One family's chunks of every check, in order. A scrape writes it a window at a
-    time, each joined in one call, so that 200,000 chunks at 10,000 checks cost a few
-    hundred joins rather than a Python step per chunk."""
+    """Text that a scrape writes a slice at a time, each slice a list of chunks joined in
+    one call (with whatever small text comes before it), so that 200,000 chunks at 10,000
+    checks cost a few hundred joins rather than a Python step per chunk."""
 
     __slots__ = ("length",)
     length: int
@@ -86,96 +117,143 @@ class Column:
     def __bytes__(self) -> bytes:
         return b"".join(self.windows(1 << 62))
 
-    def count(self) -> int:
-        raise NotImplementedError
-
-    def texts(self, start: int, stop: int) -> list[bytes]:
+    def slices(self, size: int) -> Iterator[Slice]:
+        """The text in order, as lists of chunks of about `size` bytes together."""
         raise NotImplementedError
 
     def windows(self, size: int) -> Iterator[bytes]:
-        """The text in batches of about `size` bytes: a window of chunks grows while its
-        text is under half of `size` and shrinks when it is over twice that."""
-        start, step, count = 0, 64, self.count()
-        while start < count:
-            stop = min(start + step, count)
-            text = self.texts(start, stop)
-            total = sum(map(len, text))
-            if total > 2 * size and step > 1:
-                step //= 2
-                continue
-            start = stop
-            if total:
-                yield b"".join(text)
-            if total < size // 2:
-                step *= 2
+        for text, _ in self.slices(size):
+            yield b"".join(text)
 
 
-class TextColumn(Column):
-    __slots__ = ("chunks",)
-
-    def __init__(self, chunks: list[bytes]) -> None:
-        self.chunks = chunks
-        self.length = sum(map(len, chunks))
-
-    def count(self) -> int:
-        return len(self.chunks)
-
-    def texts(self, start: int, stop: int) -> list[bytes]:
-        return self.chunks[start:stop]
-
-
-class SplicedColumn(Column):
-    __slots__ = ("chunks",)
-
-    def __init__(self, chunks: list[Spliced]) -> None:
-        self.chunks = chunks
-        self.length = sum(chunk.length for chunk in chunks)
-
-    def count(self) -> int:
-        return len(self.chunks)
-
-    def texts(self, start: int, stop: int) -> list[bytes]:
-        return [chunk.labels.join(chunk.parts) for chunk in self.chunks[start:stop]]
+def _slices(texts: Callable[[int, int], list[bytes]], count: int, size: int) -> Iterator[Slice]:
+    """`texts(start, stop)` for checks start..stop, in slices whose text is about `size`: a
+    slice grows while its text is under half of `size`, shrinks when it is over twice
+    that. A family's chunks range from 10 bytes (a tail) to kilobytes (a histogram)."""
+    start, step = 0, _FIRST_STEP
+    while start < count:
+        stop = min(start + step, count)
+        text = texts(start, stop)
+        total = sum(map(len, text))
+        if total > 2 * size and step > 1:
+            step //= 2
+            continue
+        start = stop
+        if total:
+            yield text, total
+        if total < size // 2:
+            step *= 2
 
 
-@functools.lru_cache(maxsize=4096)
-def tail(value: float) -> bytes:
-    """`} value` and the newline: what a one-line family keeps of a check's line, the name
-    and labels being the column's (TailColumn). Common values (0, 1, an interval, a run
-    count) are one shared object for every check."""
-    return f"}} {number(value)}\n".encode()
+class CheckLayout:
+    """The per-check families in exposition order: each one's header and the Form of its
+    chunks. A check's rendered tuple holds one chunk per family; the layout knows how many
+    bytes those chunks take in the exposition (so a scrape sums one number per check for
+    its Content-Length instead of reading every chunk), and makes the column a scrape
+    writes from the tuples themselves."""
 
-
-class TailColumn(Column):
-    """A family of one line per check, `name{` + the check's labels + its tail: a check
-    holds only its tail, often shared, where its line as bytes took ~130 bytes (11 MB at
-    10,000 checks). Checks without the line (an empty tail) are left out."""
-
-    __slots__ = ("labels", "opening", "tails")
-
-    def __init__(self, name: str, labels: list[bytes], tails: list[bytes]) -> None:
-        present = list(map(bool, tails))
-        self.labels = list(itertools.compress(labels, present))
-        self.tails = list(itertools.compress(tails, present))
-        self.opening = _opening(name)
-        self.length = (
-            len(self.opening) * len(self.tails)
-            + sum(map(len, self.labels))
-            + sum(map(len, self.tails))
+    def __init__(self, families: Sequence[tuple[str, bytes, Form]]) -> None:
+        """(name, header, form) per family, in exposition order."""
+        self.families = tuple(
+            (header, form, _opening(name), operator.itemgetter(index))
+            for index, (name, header, form) in enumerate(families)
         )
+        self._tails = tuple(
+            (index, len(_opening(name)))
+            for index, (name, _, form) in enumerate(families)
+            if form is Form.TAIL
+        )
+        self.headers_length = sum(len(header) for _, header, _ in families)
 
-    def count(self) -> int:
-        return len(self.tails)
+    def length(self, chunks: Sequence[bytes | Spliced], labels: bytes) -> int:
+        """The bytes one check's chunks take in the exposition, headers not counted: a tail's
+        line is `name{` + labels + the tail."""
+        total = sum(map(len, chunks))
+        for index, opening in self._tails:
+            if chunks[index]:
+                total += opening + len(labels)
+        return total
 
-    def texts(self, start: int, stop: int) -> list[bytes]:
+    def column(
+        self, rendered: list[tuple[bytes | Spliced, ...]], labels: list[bytes], length: int
+    ) -> CheckLines:
+        """Every check's lines, family by family; `length` is the sum of `self.length` over
+        the checks (kept by each check as it renders)."""
+        return CheckLines(self, rendered, labels, self.headers_length + length)
+
+
+class CheckLines(Column):
+    """The per-check families of the exposition, read from the checks' rendered tuples (and
+    their labels) as a scrape writes them: collecting it takes a reference to each check's
+    tuple, not a pass over each family's chunks. The tuples are replaced whole when a
+    check renders, never changed, so a scrape reads the ones it was collected with."""
+
+    __slots__ = ("labels", "layout", "rendered")
+
+    def __init__(
+        self,
+        layout: CheckLayout,
+        rendered: list[tuple[bytes | Spliced, ...]],
+        labels: list[bytes],
+        length: int,
+    ) -> None:
+        self.layout = layout
+        self.rendered = rendered
+        self.labels = labels
+        self.length = length
+
+    def slices(self, size: int) -> Iterator[Slice]:
+        rendered, labels, count = self.rendered, self.labels, len(self.rendered)
+        for header, form, opening, chunk_of in self.layout.families:
+            yield [header], len(header)
+            text = _chunks(rendered, chunk_of)
+            if form is Form.TEXT:
+                yield from _slices(text, count, size)
+            elif form is Form.SPLICED:
+                yield from _slices(_spliced(text), count, size)
+            else:
+                yield from _slices(_tails(text, labels, opening), count, size)
+
+
+def _chunks(
+    rendered: list[tuple[bytes | Spliced, ...]], chunk_of: Callable[[tuple[Any, ...]], Any]
+) -> Callable[[int, int], list[Any]]:
+    """One family's chunks of checks start..stop."""
+
+    def text(start: int, stop: int) -> list[Any]:
+        return list(map(chunk_of, rendered[start:stop]))
+
+    return text
+
+
+def _spliced(chunks: Callable[[int, int], list[Any]]) -> Callable[[int, int], list[bytes]]:
+    def text(start: int, stop: int) -> list[bytes]:
+        found = chunks(start, stop)
+        # map with bytes.join: one C-level call per check, no Python step.
+        return list(map(bytes.join, map(_LABELS, found), map(_PARTS, found)))
+
+    return text
+
+
+def _tails(
+    chunks: Callable[[int, int], list[Any]], labels: list[bytes], opening: bytes
+) -> Callable[[int, int], list[bytes]]:
+    def text(start: int, stop: int) -> list[bytes]:
+        tails, own = chunks(start, stop), labels[start:stop]
+        if b"" in tails:  # checks without the line (no cert expiry before a handshake)
+            present = list(map(bool, tails))
+            tails = list(itertools.compress(tails, present))
+            own = list(itertools.compress(own, present))
         # Interleaved by slice assignment: no Python step per line.
-        text = [self.opening] * (3 * (stop - start))
-        text[1::3] = self.labels[start:stop]
-        text[2::3] = self.tails[start:stop]
-        return text
+        out = [opening] * (3 * len(tails))
+        out[1::3] = own
+        out[2::3] = tails
+        return out
+
+    return text
 
 
-# What the exposition is held as: text, or a family's column.
+# What the exposition is held as: text, or a column.
 Piece = bytes | Column
 
 

@@ -12,7 +12,6 @@ import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
@@ -25,12 +24,11 @@ from exporter import metricnames as m
 from exporter.config import Check, Config, Service, TransferOptions
 from exporter.exposition import (
     NO_LINES,
+    CheckLayout,
+    Form,
     Histogram,
     Piece,
     Spliced,
-    SplicedColumn,
-    TailColumn,
-    TextColumn,
     join,
     label_set,
     label_value,
@@ -70,6 +68,15 @@ _TAILS = frozenset(
         m.TLS_CERT_EXPIRY, m.HTTP_STATUS_CODE, m.TRANSFER_BYTES, m.TRANSFER_RATE,
     )
 )  # fmt: skip
+# How a scrape writes the families above from each check's rendered tuple.
+_LAYOUT = CheckLayout(
+    [
+        (family.name, header, Form.TAIL if i in _TAILS else Form.SPLICED if i in _SPLICED
+         else Form.TEXT)
+        for i, (family, header) in enumerate(zip(m.CHECK_FAMILIES, _CHECK_HEADERS, strict=True))
+    ]
+)  # fmt: skip
+_LENGTH = operator.attrgetter("length")
 _NOT_RUN: tuple[bytes | Spliced, ...] = tuple(
     NO_LINES if index in _SPLICED else b"" for index in range(len(m.CHECK_FAMILIES))
 )
@@ -98,6 +105,9 @@ class CheckState:
     # The check's labels (`service="…",check="…",kind="…"`), shared by its chunks.
     labels: str = ""
     labels_bytes: bytes = b""
+    # The bytes its lines take in the exposition, kept so that a scrape adds one number per
+    # check for its Content-Length, not the length of every chunk (_LAYOUT).
+    length: int = 0
 
     def copy(self) -> CheckState:
         return dataclasses.replace(self, failures=dict(self.failures), latency=self.latency.copy())
@@ -116,7 +126,7 @@ class CheckState:
         configuration says are kept too."""
         result, check = self.result, self.check
         if result is None:
-            self.rendered = _NOT_RUN
+            self.rendered, self.length = _NOT_RUN, 0
             return
         previous = self.rendered
         if previous is _NOT_RUN:
@@ -210,6 +220,7 @@ class CheckState:
             if isinstance(check.options, TransferOptions)
             else b"",
         )
+        self.length = _LAYOUT.length(self.rendered, spliced_labels)
 
 
 class _ServiceTally:
@@ -461,26 +472,15 @@ class ResultStore:
 
     def _reachability_parts(self) -> list[Piece]:
         # Under the lock only the references to each check's rendered tuple (replaced
-        # whole by record(), never changed in place); columns are made after it.
+        # whole by record(), never changed in place) and its length: the column reads the
+        # tuples as it is written.
         with self._lock:
             states = list(self._states.values())
             rendered = [state.rendered for state in states]
             labels = [state.labels_bytes for state in states]
+            length = sum(map(_LENGTH, states))
             rest = self._global_parts()
-        parts: list[Piece] = []
-        for index, (header, family) in enumerate(
-            zip(_CHECK_HEADERS, m.CHECK_FAMILIES, strict=True)
-        ):
-            parts.append(header)
-            chunks: Any = list(map(operator.itemgetter(index), rendered))
-            if index in _TAILS:
-                parts.append(TailColumn(family.name, labels, chunks))
-            elif index in _SPLICED:
-                parts.append(SplicedColumn(chunks))
-            else:
-                parts.append(TextColumn(chunks))
-        parts += rest
-        return parts
+        return [_LAYOUT.column(rendered, labels, length), *rest]
 
     def _global_parts(self) -> list[Piece]:
         """Everything after the per-check families; called under the lock."""

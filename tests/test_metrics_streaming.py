@@ -10,11 +10,12 @@ import gzip
 import socket
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from exporter.app import Exporter
 from exporter.config import load_text
-from exporter.exposition import Spliced, SplicedColumn, TailColumn, TextColumn, tail
+from exporter.exposition import NO_LINES, CheckLayout, CheckLines, Form, Spliced, tail
 from exporter.result import Result
 from exporter.verdicts import Verdict
 from exporter.webconfig import WebConfig
@@ -57,31 +58,73 @@ def test_batches_keep_order_and_size_and_pass_a_large_piece_on_uncopied() -> Non
     assert list(Pieces.of([]).batches(10)) == []
 
 
-def test_a_column_is_written_in_windows_near_the_batch_size_whatever_its_chunks() -> None:
-    small, large = [b"s" * 10] * 1000, [b"L" * 5000] * 10
-    column = TextColumn([*small, b"", *large, *small])
-    windows = list(column.windows(1000))
-    assert b"".join(windows) == b"".join(column.chunks) and len(column) == 2 * 10_000 + 10 * 5_000
-    # A chunk over twice the size goes alone; windows of small chunks stay under twice it.
-    assert all(len(w) <= 2000 or w == large[0] for w in windows)
-    assert sum(1 for w in windows if w == large[0]) == 10
+def _layout() -> CheckLayout:
+    return CheckLayout(
+        [
+            ("up", b"# up\n", Form.TAIL),
+            ("text", b"# text\n", Form.TEXT),
+            ("spliced", b"# spliced\n", Form.SPLICED),
+        ]
+    )
 
-    spliced = [Spliced(f'check="c{i}"'.encode(), (b"a{", b"} 1\nb{", b"} 2\n")) for i in range(500)]
-    column = SplicedColumn(spliced)
-    expected = b"".join(f'a{{check="c{i}"}} 1\nb{{check="c{i}"}} 2\n'.encode() for i in range(500))
-    assert b"".join(column.windows(1000)) == expected == bytes(column)
+
+def _check_lines(count: int, text_of: Callable[[int], bytes]) -> tuple[CheckLines, bytes]:
+    """`count` checks, every third without its one-line family, each with `text_of(i)` as
+    its text chunk; the column the layout makes of them, and the text it must give."""
+    layout = _layout()
+    labels = [f'check="c{i}"'.encode() for i in range(count)]
+    rendered = [
+        (
+            tail(float(i)) if i % 3 else b"",
+            text_of(i),
+            Spliced(labels[i], (b"a{", b"} 1\nb{", b"} 2\n")),
+        )
+        for i in range(count)
+    ]
+    length = sum(layout.length(chunks, own) for chunks, own in zip(rendered, labels, strict=True))
+    expected = (
+        b"# up\n"
+        + b"".join(f'up{{check="c{i}"}} {float(i)}\n'.encode() for i in range(count) if i % 3)
+        + b"# text\n"
+        + b"".join(map(text_of, range(count)))
+        + b"# spliced\n"
+        + b"".join(f'a{{check="c{i}"}} 1\nb{{check="c{i}"}} 2\n'.encode() for i in range(count))
+    )
+    return layout.column(rendered, labels, length), expected
+
+
+def test_check_lines_are_each_checks_chunks_family_by_family_of_the_length_they_kept() -> None:
+    column, expected = _check_lines(500, lambda i: f"t{i}\n".encode())
+    assert bytes(column) == expected
+    # The length a scrape announces is the sum of what each check kept as it rendered.
     assert len(column) == len(expected)
-    assert all(len(w) <= 2000 for w in column.windows(1000))
+    batches = Pieces.of([b"head\n", column, b"end\n"]).batches(1000)
+    assert b"".join(batches) == b"head\n" + expected + b"end\n"
 
 
-def test_a_tail_column_gives_each_check_with_the_line_its_name_and_labels() -> None:
-    labels = [f'check="c{i}"'.encode() for i in range(300)]
-    tails = [tail(float(i)) if i % 3 else b"" for i in range(300)]
-    column = TailColumn("up", labels, tails)
-    expected = b"".join(f'up{{check="c{i}"}} {float(i)}\n'.encode() for i in range(300) if i % 3)
-    assert b"".join(column.windows(500)) == expected == bytes(column)
-    assert len(column) == len(expected)
-    assert tail(1.0) is tail(1.0)
+def test_check_lines_are_written_in_batches_near_the_batch_size_whatever_their_chunks() -> None:
+    # Chunks of 9 bytes, and ten of 5,000 (checks with many lines) among them.
+    large = b"L" * 5000
+    column, expected = _check_lines(900, lambda i: large if 300 <= i < 310 else b"s" * 9)
+    batches = list(Pieces.of([column]).batches(1000))
+    assert b"".join(batches) == expected
+    # A chunk over twice the size goes alone; batches of small chunks stay under twice it.
+    assert all(len(b) <= 2000 or b == large for b in batches)
+    assert sum(1 for b in batches if b == large) == 10
+    # Headers and the short ends of families go out with the text after them, not alone.
+    assert b"# text\n" not in batches and b"# spliced\n" not in batches
+    assert len(batches) <= len(expected) // 500 + 10
+
+
+def test_a_check_that_has_not_run_takes_no_bytes_and_writes_nothing() -> None:
+    layout = _layout()
+    labels = [b"", b'c="1"']
+    rendered = [(b"", b"", NO_LINES), (tail(1.0), b"x\n", Spliced(labels[1], (b"s{", b"} 1\n")))]
+    assert layout.length(rendered[0], labels[0]) == 0
+    length = sum(layout.length(chunks, own) for chunks, own in zip(rendered, labels, strict=True))
+    column = layout.column(rendered, labels, length)
+    assert bytes(column) == b'# up\nup{c="1"} 1.0\n# text\nx\n# spliced\ns{c="1"} 1\n'
+    assert len(column) == len(bytes(column))
 
 
 def test_a_streamed_scrape_is_the_joined_exposition_byte_for_byte(tmp_path: Path) -> None:

@@ -37,23 +37,34 @@ class Pieces:
         return join(self.pieces)
 
     def batches(self, size: int) -> Iterator[bytes]:
-        """The body in order, in batches of about `size` bytes; a piece of that size or
-        more is passed on as it is rather than copied."""
+        """The body in order, in batches of about `size` bytes, each one join of the text
+        before it and a column's slices; a piece of that size or more is passed on as it is
+        rather than copied."""
         batch: list[bytes] = []
         pending = 0
         for piece in self.pieces:
-            if type(piece) is not bytes:
+            if type(piece) is bytes:
+                if not batch and len(piece) >= size:
+                    yield piece
+                    continue
+                batch.append(piece)
+                pending += len(piece)
+            else:
                 assert isinstance(piece, Column)
-                if batch:
-                    yield b"".join(batch)
-                    batch, pending = [], 0
-                yield from piece.windows(size)
+                for text, length in piece.slices(size):
+                    if batch and pending + length > 2 * size:
+                        # A large slice (a check with many lines) goes out on its own.
+                        yield b"".join(batch)
+                        batch, pending = [], 0
+                    if batch:
+                        batch += text
+                    else:
+                        batch = text
+                    pending += length
+                    if pending >= size:
+                        yield b"".join(batch)
+                        batch, pending = [], 0
                 continue
-            if not batch and len(piece) >= size:
-                yield piece
-                continue
-            batch.append(piece)
-            pending += len(piece)
             if pending >= size:
                 yield b"".join(batch)
                 batch, pending = [], 0
