@@ -94,19 +94,16 @@ class Form(enum.Enum):
     TAIL = "tail"  # its one line's tail, or b"" for no line: `name{` and labels go before it
 
 
-# What a slice of text is: chunks to join, and their length.
-Slice = tuple[list[bytes], int]
-
 _LABELS = operator.attrgetter("labels")
 _PARTS = operator.attrgetter("parts")
-# A slice starts at this many checks and doubles while its text is short (see _slices).
+# A window starts at this many checks and doubles while its text is short (see _windows).
 _FIRST_STEP = 64
 
 
 class Column:
-    """Text that a scrape writes a slice at a time, each slice a list of chunks joined in
-    one call (with whatever small text comes before it), so that 200,000 chunks at 10,000
-    checks cost a few hundred joins rather than a Python step per chunk."""
+    """Text that a scrape writes a window at a time, each window the chunks of many checks
+    joined in one call, so that 200,000 chunks at 10,000 checks cost a few hundred joins
+    rather than a Python step per chunk."""
 
     __slots__ = ("length",)
     length: int
@@ -117,31 +114,28 @@ class Column:
     def __bytes__(self) -> bytes:
         return b"".join(self.windows(1 << 62))
 
-    def slices(self, size: int) -> Iterator[Slice]:
-        """The text in order, as lists of chunks of about `size` bytes together."""
+    def windows(self, size: int) -> Iterator[bytes]:
+        """The text in order, in windows of about `size` bytes (a header alone, or the end
+        of a family, may be shorter)."""
         raise NotImplementedError
 
-    def windows(self, size: int) -> Iterator[bytes]:
-        for text, _ in self.slices(size):
-            yield b"".join(text)
 
-
-def _slices(texts: Callable[[int, int], list[bytes]], count: int, size: int) -> Iterator[Slice]:
-    """`texts(start, stop)` for checks start..stop, in slices whose text is about `size`: a
-    slice grows while its text is under half of `size`, shrinks when it is over twice
-    that. A family's chunks range from 10 bytes (a tail) to kilobytes (a histogram)."""
+def _windows(texts: Callable[[int, int], list[bytes]], count: int, size: int) -> Iterator[bytes]:
+    """`texts(start, stop)` for checks start..stop, joined in windows of about `size`: a
+    window grows while its text is under half of `size`, shrinks when it is over twice
+    that. A family's chunks range from 10 bytes (a tail) to kilobytes (a histogram). The
+    join measures the window: no pass to add up lengths first."""
     start, step = 0, _FIRST_STEP
     while start < count:
         stop = min(start + step, count)
-        text = texts(start, stop)
-        total = sum(map(len, text))
-        if total > 2 * size and step > 1:
+        window = b"".join(texts(start, stop))
+        if len(window) > 2 * size and step > 1:
             step //= 2
             continue
         start = stop
-        if total:
-            yield text, total
-        if total < size // 2:
+        if window:
+            yield window
+        if len(window) < size // 2:
             step *= 2
 
 
@@ -202,17 +196,17 @@ class CheckLines(Column):
         self.labels = labels
         self.length = length
 
-    def slices(self, size: int) -> Iterator[Slice]:
+    def windows(self, size: int) -> Iterator[bytes]:
         rendered, labels, count = self.rendered, self.labels, len(self.rendered)
         for header, form, opening, chunk_of in self.layout.families:
-            yield [header], len(header)
+            yield header
             text = _chunks(rendered, chunk_of)
             if form is Form.TEXT:
-                yield from _slices(text, count, size)
+                yield from _windows(text, count, size)
             elif form is Form.SPLICED:
-                yield from _slices(_spliced(text), count, size)
+                yield from _windows(_spliced(text), count, size)
             else:
-                yield from _slices(_tails(text, labels, opening), count, size)
+                yield from _windows(_tails(text, labels, opening), count, size)
 
 
 def _chunks(

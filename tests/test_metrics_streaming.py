@@ -113,9 +113,8 @@ def test_check_lines_are_written_in_batches_near_the_batch_size_whatever_their_c
     # A chunk over twice the size goes alone; batches of small chunks stay under twice it.
     assert all(len(b) <= 2000 or b == large for b in batches)
     assert sum(1 for b in batches if b == large) == 10
-    # Headers and the short ends of families go out with the text after them, not alone.
-    assert b"# text\n" not in batches and b"# spliced\n" not in batches
-    assert len(batches) <= len(expected) // 500 + 10
+    # Few batches shorter than half the size: a family's header and end, at most.
+    assert sum(1 for b in batches if len(b) < 500) <= 2 * 3
 
 
 def test_a_check_that_has_not_run_takes_no_bytes_and_writes_nothing() -> None:

@@ -4,7 +4,7 @@ see it, and the reply (status, content type, body, extra headers)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from exporter.exposition import Column, Piece, join
 
@@ -37,37 +37,29 @@ class Pieces:
         return join(self.pieces)
 
     def batches(self, size: int) -> Iterator[bytes]:
-        """The body in order, in batches of about `size` bytes, each one join of the text
-        before it and a column's slices; a piece of that size or more is passed on as it is
-        rather than copied."""
+        """The body in order, in batches of about `size` bytes: small pieces (headers, the
+        short end of a family) joined together; a piece of that size, or a column's window
+        of half of it or more, passed on as it is rather than copied again."""
         batch: list[bytes] = []
         pending = 0
         for piece in self.pieces:
-            if type(piece) is bytes:
-                if not batch and len(piece) >= size:
-                    yield piece
-                    continue
-                batch.append(piece)
-                pending += len(piece)
+            texts: Iterable[bytes]
+            if isinstance(piece, Column):
+                texts, alone = piece.windows(size), size // 2
             else:
-                assert isinstance(piece, Column)
-                for text, length in piece.slices(size):
-                    if batch and pending + length > 2 * size:
-                        # A large slice (a check with many lines) goes out on its own.
-                        yield b"".join(batch)
-                        batch, pending = [], 0
+                texts, alone = (piece,), size
+            for text in texts:
+                if len(text) >= alone:
                     if batch:
-                        batch += text
-                    else:
-                        batch = text
-                    pending += length
-                    if pending >= size:
                         yield b"".join(batch)
                         batch, pending = [], 0
-                continue
-            if pending >= size:
-                yield b"".join(batch)
-                batch, pending = [], 0
+                    yield text
+                    continue
+                batch.append(text)
+                pending += len(text)
+                if pending >= size:
+                    yield b"".join(batch)
+                    batch, pending = [], 0
         if batch:
             yield b"".join(batch)
 
