@@ -154,8 +154,8 @@ class CheckState:
             failed = {str(v): 0 for v in failure_verdicts(check.kind)}
             failed.update((str(v), count) for v, count in self.failures.items())
             pairs = tuple((v, float(count)) for v, count in sorted(failed.items()))
-            failures_chunk: bytes | Spliced = Spliced(
-                spliced_labels, labelled_lines(m.CHECK_FAILURES.name, "verdict", pairs)
+            failures_chunk: bytes | Spliced = labelled_lines(
+                m.CHECK_FAILURES.name, "verdict", pairs
             )
         else:
             failures_chunk = previous[_FAILURES]
@@ -166,10 +166,7 @@ class CheckState:
         direction = check.options.direction if isinstance(check.options, TransferOptions) else ""
         self.rendered = (
             one(m.CHECK_SUCCESS, 1.0 if result.ok else 0.0),
-            Spliced(
-                spliced_labels,
-                labelled_lines(m.CHECK_VERDICT.name, "verdict", ((str(result.verdict), 1.0),)),
-            ),
+            labelled_lines(m.CHECK_VERDICT.name, "verdict", ((str(result.verdict), 1.0),)),
             one(m.CHECK_DURATION, result.duration),
             each(
                 m.CHECK_PHASE,
@@ -178,9 +175,7 @@ class CheckState:
                     for phase in REGISTRY[check.kind].phases
                 ],
             ),
-            Spliced(spliced_labels, self.latency.skeleton(m.CHECK_LATENCY))
-            if latency
-            else previous[_LATENCY],
+            self.latency.skeleton(m.CHECK_LATENCY) if latency else previous[_LATENCY],
             one(m.CHECK_RUNS, float(self.runs)),
             failures_chunk,
             one(m.CHECK_LAST_RUN, result.finished),

@@ -6,6 +6,7 @@ megabytes at 10,000 checks. Real servers and clients on loopback."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import socket
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from exporter.app import Exporter
 from exporter.config import Config, load_text
-from exporter.exposition import NO_LINES, CheckLayout, CheckLines, Form, Spliced, tail
+from exporter.exposition import NO_LINES, CheckLayout, CheckLines, Form, tail
 from exporter.metrics import ResultStore
 from exporter.result import ResolverAnswer, Result
 from exporter.verdicts import Verdict
@@ -79,7 +80,7 @@ def _check_lines(count: int, text_of: Callable[[int], bytes]) -> tuple[CheckLine
         (
             tail(float(i)) if i % 3 else b"",
             text_of(i),
-            Spliced(labels[i], (b"a{", b"} 1\nb{", b"} 2\n")),
+            (b"a{", b"} 1\nb{", b"} 2\n"),
         )
         for i in range(count)
     ]
@@ -120,7 +121,7 @@ def test_check_lines_are_written_in_batches_near_the_batch_size_whatever_their_c
 def test_a_check_that_has_not_run_takes_no_bytes_and_writes_nothing() -> None:
     layout = _layout()
     labels = [b"", b'c="1"']
-    rendered = [(b"", b"", NO_LINES), (tail(1.0), b"x\n", Spliced(labels[1], (b"s{", b"} 1\n")))]
+    rendered = [(b"", b"", NO_LINES), (tail(1.0), b"x\n", (b"s{", b"} 1\n"))]
     assert layout.length(rendered[0], labels[0]) == 0
     length = sum(layout.length(chunks, own) for chunks, own in zip(rendered, labels, strict=True))
     column = layout.column(rendered, labels, length)
@@ -264,3 +265,18 @@ def test_collecting_a_scrape_takes_a_reference_per_check_not_a_list_per_family(
     assert Pieces.of(parts).length > checks * 1000
     # Two pointers per check (its lines and its labels) are 80 KB; a list per family, 840 KB.
     assert peak < 200_000, f"collecting {checks} checks allocated {peak} bytes at its peak"
+
+
+def test_a_checks_rendered_lines_are_nothing_the_garbage_collector_walks() -> None:
+    # The scheduler runs a full collection on the event loop every 2 s: every object it
+    # tracks per check (30,000 Spliced objects at 10,000 checks) makes each one longer.
+    store, config = _recorded_store(_config(200, "127.0.0.1:9"), results=2)
+    # A collection stops tracking a tuple of untracked items: the skeletons in the first,
+    # the rendered tuple holding them in the next.
+    gc.collect()
+    gc.collect()
+    states = store.snapshot().states
+    for check in config.checks():
+        rendered = states[check.key].rendered
+        tracked = [chunk for chunk in rendered if gc.is_tracked(chunk)]
+        assert not tracked and not gc.is_tracked(rendered), f"{check.name}: {tracked[:2]}"
