@@ -39,14 +39,15 @@ IN_FLIGHT_PER_SLOT = 16
 # stalls again it is published as `error` (README: "The exporter under load").
 STALL_SHARE = 0.25
 # Every closed asyncio connection is a reference cycle in CPython 3.11 (a transport holds a
-# bound method of itself), and a TLS one drags a 256 KiB read buffer with it. Probes live long
-# enough for that garbage to reach the oldest generation, which the collector seldom visits:
-# with 1,000 checks it grew by ~110 MiB. Collecting every 2 s, with what exists after start
-# frozen out of the collector's view, holds it down. Measured on the installed exporter with
-# 2,000 checks (benchmarks/bench_scale.py peers, 60 s): collecting only when something was
-# promoted, at most 2% of the time, let RSS climb from 50 to 112 MiB and doubled the lag;
-# every 2 s it plateaus at ~85 MiB.
-COLLECT_EVERY = 2.0
+# bound method of itself). Probes live long enough for that garbage to reach the oldest
+# generation, which the collector seldom visits on its own, so the scheduler collects it
+# every COLLECT_EVERY, with what exists after start frozen out of the collector's view. A full
+# collection walks every object made since start, and at 10,000 checks it holds the loop
+# 50-110 ms: every 2 s, one scrape in three overlapped one and took over 100 ms. The probes'
+# connections no longer carry asyncio's 256 KiB TLS read buffer (the probes run TLS over
+# memory buffers), so their garbage is small: ~1 MiB at 10,000 checks between collections
+# 30 s apart (benchmarks/bench_scale.py), where it was ~60 MiB with 2,000 checks before.
+COLLECT_EVERY = 30.0
 # Old HTTP clients are closed this long after a reload, once probes started before it ended.
 ENV_RETIRE_GRACE = 5.0
 
