@@ -268,7 +268,7 @@ def test_collecting_a_scrape_takes_a_reference_per_check_not_a_list_per_family(
 
 
 def test_a_checks_rendered_lines_are_nothing_the_garbage_collector_walks() -> None:
-    # The scheduler runs a full collection on the event loop every 2 s: every object it
+    # The scheduler runs a full collection on the event loop every 30 s: every object it
     # tracks per check (30,000 Spliced objects at 10,000 checks) makes each one longer.
     store, config = _recorded_store(_config(200, "127.0.0.1:9"), results=2)
     # A collection stops tracking a tuple of untracked items: the skeletons in the first,
