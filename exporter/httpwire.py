@@ -11,6 +11,7 @@ few milliseconds of work instead of pinning the event loop for its neighbours.""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,19 +36,13 @@ YIELD_EVERY = 256
 # h11's events are immutable: one end-of-message serves every request, and a request's
 # event is kept, since validating its headers cost about as much as h11's whole send.
 _END_OF_MESSAGE = h11.EndOfMessage()
-_REQUEST_CACHE_SIZE = 4096
-_requests: dict[tuple[str, bytes, tuple[tuple[bytes, bytes], ...]], h11.Request] = {}
 
 
-def _request_event(method: str, target: bytes, headers: list[tuple[bytes, bytes]]) -> h11.Request:
-    key = (method, target, tuple(headers))
-    event = _requests.get(key)
-    if event is None:
-        event = h11.Request(method=method, target=target, headers=headers)
-        if len(_requests) >= _REQUEST_CACHE_SIZE:
-            _requests.clear()
-        _requests[key] = event
-    return event
+@functools.lru_cache(maxsize=4096)
+def _request_event(
+    method: str, target: bytes, headers: tuple[tuple[bytes, bytes], ...]
+) -> h11.Request:
+    return h11.Request(method=method, target=target, headers=list(headers))
 
 
 class Http11:
@@ -65,7 +60,7 @@ class Http11:
     ) -> None:
         """Queue the whole request (probes send small ones, see Stream.write)."""
         try:
-            data = self._h11.send(_request_event(method, target, headers)) or b""
+            data = self._h11.send(_request_event(method, target, tuple(headers))) or b""
             if body:
                 data += self._h11.send(h11.Data(data=body)) or b""
             data += self._h11.send(_END_OF_MESSAGE) or b""
