@@ -193,16 +193,24 @@ class CheckLines(Column):
         self.length = length
 
     def windows(self, size: int) -> Iterator[bytes]:
-        rendered, labels, count = self.rendered, self.labels, len(self.rendered)
-        for header, form, opening, chunk_of in self.layout.families:
+        count = len(self.rendered)
+        for family, (header, *_) in enumerate(self.layout.families):
             yield header
-            text = _chunks(rendered, chunk_of)
-            if form is Form.TEXT:
-                yield from _windows(text, count, size)
-            elif form is Form.SPLICED:
-                yield from _windows(_spliced(text, labels), count, size)
-            else:
-                yield from _windows(_tails(text, labels, opening), count, size)
+            yield from _windows(self._texts(family), count, size)
+
+    def text(self, family: int, start: int, stop: int) -> bytes:
+        """The lines of family number `family` (in layout order, header not included) of
+        checks start..stop."""
+        return b"".join(self._texts(family)(start, stop))
+
+    def _texts(self, family: int) -> Callable[[int, int], list[bytes]]:
+        _, form, opening, chunk_of = self.layout.families[family]
+        text = _chunks(self.rendered, chunk_of)
+        if form is Form.TEXT:
+            return text
+        if form is Form.SPLICED:
+            return _spliced(text, self.labels)
+        return _tails(text, self.labels, opening)
 
 
 def _chunks(

@@ -1,6 +1,8 @@
 """/metrics: the exposition collected off the event loop as the pieces the store keeps, shared
 by scrapes that arrive while it is being collected, written out without being joined, and
-gzipped (once per collection, in a thread) for clients that accept it."""
+gzipped (once per collection, in a thread) for clients that accept it: a large body by
+compressing again only the segments that changed (gzipbody.py), kept fresh between scrapes
+while clients ask for gzip."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import concurrent.futures
 import zlib
 
 from exporter.app import Exporter
+from exporter.webserver.gzipbody import GZIP_LEVEL, GzipBody
 from exporter.webserver.reply import Pieces
 
 # The Prometheus text format 0.0.4, which every Prometheus scrapes.
@@ -16,10 +19,11 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Bodies below this are compressed on the loop: a thread hop costs more than zlib on 64 KiB.
 # Larger ones go to a thread, since zlib releases the GIL and the probes keep the loop.
 INLINE_GZIP_MAX = 64 * 1024
-# Level 1, not zlib's default 6: the exposition is so repetitive that level 1 already makes
-# it ~24x smaller, and level 6 gains only a sixth more for three times the CPU (40 MB of
-# 10,000 checks: 0.14 s against 0.42 s of a core, 1.65 MB against 1.41 MB).
-GZIP_LEVEL = 1
+# While clients ask for gzip, the segments of a large body are compressed again this often
+# between scrapes, so that a scrape finds at most this long's changes to compress: about
+# 1/12 of a 60 s interval's checks. It stops when no client has asked for this long.
+GZIP_REFRESH_EVERY = 5.0
+GZIP_IDLE = 600.0
 # zlib's window bits for a gzip wrapper (header and CRC-32 trailer) instead of zlib's own.
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 # The text is fed to zlib in joined slices of about this size: the compressor never sees a
@@ -50,7 +54,7 @@ def accepts_gzip(accept_encoding: str) -> bool:
 
 
 def gzip_pieces(plain: Pieces) -> Pieces:
-    """The body gzipped as one stream (header mtime 0: the same text compresses to the
+    """A small body gzipped as one stream (header mtime 0: the same text compresses to the
     same bytes), fed a slice at a time, the output kept in the pieces zlib returns."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, _GZIP_WBITS)
     out = [compressor.compress(batch) for batch in plain.batches(GZIP_FEED)]
@@ -65,15 +69,19 @@ class _Rendering:
         self.plain = plain
         self._gzipped: asyncio.Future[Pieces] | None = None
 
-    async def gzipped(self, pool: concurrent.futures.Executor) -> Pieces:
+    @property
+    def small(self) -> bool:
+        return self.plain.length <= INLINE_GZIP_MAX
+
+    async def gzipped(self, pool: concurrent.futures.Executor, segments: GzipBody) -> Pieces:
         if self._gzipped is None:
             loop = asyncio.get_running_loop()
-            if self.plain.length <= INLINE_GZIP_MAX:
+            if self.small:
                 self._gzipped = loop.create_future()
                 self._gzipped.set_result(gzip_pieces(self.plain))
             else:
                 self._gzipped = asyncio.ensure_future(
-                    loop.run_in_executor(pool, gzip_pieces, self.plain)
+                    loop.run_in_executor(pool, segments.compress, self.plain)
                 )
         return await asyncio.shield(self._gzipped)
 
@@ -87,10 +95,37 @@ class Telemetry:
         self._exporter = exporter
         self._pool = pool
         self._current: asyncio.Future[_Rendering] | None = None
+        self._segments = GzipBody()
+        self._gzip_asked = 0.0
+        self._refresher: asyncio.Task[None] | None = None
 
     async def body(self, gzipped: bool) -> Pieces:
         rendering = await self._rendering()
-        return await rendering.gzipped(self._pool) if gzipped else rendering.plain
+        if not gzipped:
+            return rendering.plain
+        self._gzip_asked = asyncio.get_running_loop().time()
+        if self._refresher is None and not rendering.small:
+            self._refresher = asyncio.create_task(self._refresh_gzip(), name="gzip refresh")
+        return await rendering.gzipped(self._pool, self._segments)
+
+    def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+
+    async def _refresh_gzip(self) -> None:
+        """Compress what changed every GZIP_REFRESH_EVERY, as a gzipped scrape would, until
+        no client has asked for gzip in GZIP_IDLE; then forget the segments, which hold
+        references to the checks' rendered lines of the last compression."""
+        loop = asyncio.get_running_loop()
+        try:
+            while loop.time() - self._gzip_asked < GZIP_IDLE:
+                await asyncio.sleep(GZIP_REFRESH_EVERY)
+                rendering = await self._rendering()
+                if not rendering.small:
+                    await rendering.gzipped(self._pool, self._segments)
+        finally:
+            self._segments = GzipBody()
+            self._refresher = None
 
     async def _rendering(self) -> _Rendering:
         if self._current is None:

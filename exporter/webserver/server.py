@@ -166,6 +166,7 @@ class WebServer:
         await asyncio.gather(*self._accepting, *serving, return_exceptions=True)
         for sock in self._sockets:
             sock.close()
+        self.router.close()
         self.auth_pool.shutdown(wait=False, cancel_futures=True)
         self._render_pool.shutdown(wait=False, cancel_futures=True)
 
