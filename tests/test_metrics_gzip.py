@@ -86,6 +86,11 @@ def test_a_gzipped_body_is_the_plain_one_after_runs_reloads_and_renames() -> Non
     agrees()
     _run(store, config, range(len(names)), seed=4)
     agrees()
+    # Checks removed from the end, then added there: the last segment shrinks, then grows.
+    for changed in (names[:-3], [*names[:-3], "new1", "new2", "new3", "new4"]):
+        config = _config(changed)
+        store.apply_config(config)
+        agrees()
 
 
 def test_a_gzipped_scrape_compresses_only_what_changed_since_the_last() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import zlib
 
 from exporter.app import Exporter
@@ -29,6 +30,8 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 # The text is fed to zlib in joined slices of about this size: the compressor never sees a
 # copy of the whole body.
 GZIP_FEED = 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 
 def collect_exposition(exporter: Exporter) -> Pieces:
@@ -99,12 +102,18 @@ class Telemetry:
         self._gzip_asked = 0.0
         self._refresher: asyncio.Task[None] | None = None
 
+    def start(self) -> None:
+        """Start keeping the gzipped segments fresh as if a client had just asked for gzip:
+        Prometheus does, and its first scrape then finds them compressed."""
+        self._gzip_asked = asyncio.get_running_loop().time()
+        self._refresher = asyncio.create_task(self._refresh_gzip(), name="gzip refresh")
+
     async def body(self, gzipped: bool) -> Pieces:
         rendering = await self._rendering()
         if not gzipped:
             return rendering.plain
         self._gzip_asked = asyncio.get_running_loop().time()
-        if self._refresher is None and not rendering.small:
+        if self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh_gzip(), name="gzip refresh")
         return await rendering.gzipped(self._pool, self._segments)
 
@@ -115,7 +124,8 @@ class Telemetry:
     async def _refresh_gzip(self) -> None:
         """Compress what changed every GZIP_REFRESH_EVERY, as a gzipped scrape would, until
         no client has asked for gzip in GZIP_IDLE; then forget the segments, which hold
-        references to the checks' rendered lines of the last compression."""
+        references to the checks' rendered lines of the last compression. A small body is
+        compressed whole when asked for, and not kept."""
         loop = asyncio.get_running_loop()
         try:
             while loop.time() - self._gzip_asked < GZIP_IDLE:
@@ -123,6 +133,9 @@ class Telemetry:
                 rendering = await self._rendering()
                 if not rendering.small:
                     await rendering.gzipped(self._pool, self._segments)
+        except Exception:
+            # A scrape that asks for gzip starts it again (and meets the same error).
+            log.exception("keeping the gzipped exposition fresh failed")
         finally:
             self._segments = GzipBody()
             self._refresher = None

@@ -182,23 +182,28 @@ def _compress_column(
         (start, min(start + CHECKS_PER_SEGMENT, count))
         for start in range(0, count, CHECKS_PER_SEGMENT)
     ]
-    # A segment can be kept only if it holds the same checks with the same labels: a reload
-    # that adds, removes or renames checks shifts or changes them.
-    if kept is None or not _same_checks(kept.column, column):
-        families = [
-            [deflater.segment(header)]
-            + [deflater.segment(column.text(family, start, stop)) for start, stop in bounds]
-            for family, (header, *_) in enumerate(column.layout.families)
-        ]
+    families: list[list[Segment]] = []
+    if kept is None or kept.column.layout is not column.layout:
+        for family, (header, *_) in enumerate(column.layout.families):
+            segments = [deflater.segment(header)]
+            segments += (deflater.segment(column.text(family, *block)) for block in bounds)
+            families.append(segments)
         return _ColumnSegments(column, families)
-    before = kept.column.rendered
-    untouched = [_all_same(before, rendered, start, stop) for start, stop in bounds]
-    families = []
+    before = kept.column
+    # A segment can be kept only if it holds the same checks (the same labels, in order):
+    # a reload that adds or removes checks shifts the segments after the first it changed.
+    same = [_same_checks(before, column, start, stop) for start, stop in bounds]
+    untouched = [
+        same[block] and _all_same(before.rendered, rendered, start, stop)
+        for block, (start, stop) in enumerate(bounds)
+    ]
     for family, (*_, chunk_of) in enumerate(column.layout.families):
         old = kept.families[family]
         segments = [old[0]]  # the header: the same layout
         for block, (start, stop) in enumerate(bounds):
-            if untouched[block] or _all_same_chunks(before, rendered, start, stop, chunk_of):
+            if untouched[block] or (
+                same[block] and _all_same_chunks(before.rendered, rendered, start, stop, chunk_of)
+            ):
                 segments.append(old[block + 1])
             else:
                 segments.append(deflater.segment(column.text(family, start, stop)))
@@ -206,12 +211,11 @@ def _compress_column(
     return _ColumnSegments(column, families)
 
 
-def _same_checks(old: CheckLines, new: CheckLines) -> bool:
-    return (
-        old.layout is new.layout
-        and len(old.labels) == len(new.labels)
-        and all(map(operator.is_, old.labels, new.labels))
-    )
+def _same_checks(old: CheckLines, new: CheckLines, start: int, stop: int) -> bool:
+    """Whether checks start..stop are the same checks they were (a label set is made once
+    per check state, so the same check has the very same bytes)."""
+    ended_alike = min(start + CHECKS_PER_SEGMENT, len(old.labels)) == stop
+    return ended_alike and all(map(operator.is_, old.labels[start:stop], new.labels[start:stop]))
 
 
 def _all_same(
