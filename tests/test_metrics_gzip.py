@@ -6,19 +6,25 @@ whose checks changed. Real zlib, the real store; a real Prometheus reads it."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import random
+import urllib.request
 import zlib
 from pathlib import Path
 
+from exporter.app import Exporter
 from exporter.config import Config, load_text
 from exporter.exposition import CheckLines
 from exporter.metrics import ResultStore
 from exporter.result import ResolverAnswer, Result
 from exporter.verdicts import Verdict
+from exporter.webconfig import WebConfig
 from exporter.webserver import gzipbody
+from exporter.webserver.exposition import GZIP_REFRESH_EVERY
 from exporter.webserver.gzipbody import GzipBody
 from exporter.webserver.reply import Pieces
+from exporter.webserver.server import WebServer
 from peers import prometheus_harness as ph
 
 KINDS = ("tcp", "dns", "tls", "http")
@@ -156,12 +162,43 @@ def test_prometheus_reads_every_gzipped_scrape_of_a_large_changing_body(tmp_path
         assert counted and int(counted[0]["value"][1]) == 600
 
 
+def test_between_gzipped_scrapes_what_changed_is_compressed_in_the_background() -> None:
+    # A gzipped scrape then finds nothing left to compress but the exporter's own lines.
+    async def scrape_twice() -> tuple[int, int, int]:
+        exporter = Exporter("unused.yaml")
+        config = _config([f"c{i}" for i in range(1000)])
+        exporter.store.apply_config(config)
+        _run(exporter.store, config, range(1000), seed=1)
+        server = WebServer(exporter, ["127.0.0.1:0"], WebConfig)
+        await server.start()
+        url = f"http://127.0.0.1:{server.ports[0]}/metrics"
+        segments = lambda: server.router.telemetry.gzip_segments  # noqa: E731
+        try:
+            await asyncio.to_thread(_fetch_gzip, url)
+            first = segments().compressed
+            _run(exporter.store, config, range(0, 1000, 3), seed=2)
+            await asyncio.sleep(GZIP_REFRESH_EVERY * 1.5)
+            background = segments().compressed
+            await asyncio.to_thread(_fetch_gzip, url)
+            return first, background, segments().compressed
+        finally:
+            await server.stop()
+
+    first, background, last = asyncio.run(scrape_twice())
+    # The refresh compressed the changed segments: a third of the checks ran, in every segment.
+    assert first / 4 < background < first, (first, background)
+    assert last < 8192, last  # the second scrape: the exporter's own lines at most
+
+
+def _fetch_gzip(url: str) -> bytes:
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers.get("Content-Encoding") == "gzip"
+        return gzip.decompress(response.read())
+
+
 def test_gzip_refreshes_stop_with_the_server() -> None:
     # The refresher runs while gzip clients come; a stopped server leaves no task behind.
-    from exporter.app import Exporter
-    from exporter.webconfig import WebConfig
-    from exporter.webserver.server import WebServer
-
     async def serve() -> set[asyncio.Task[object]]:
         exporter = Exporter("unused.yaml")
         config = _config([f"c{i}" for i in range(400)])

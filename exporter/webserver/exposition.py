@@ -99,15 +99,10 @@ class Telemetry:
         self._exporter = exporter
         self._pool = pool
         self._current: asyncio.Future[_Rendering] | None = None
-        self._segments = GzipBody()
+        # What the last gzipped collection compressed, for the next to start from.
+        self.gzip_segments = GzipBody()
         self._gzip_asked = 0.0
         self._refresher: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start keeping the gzipped segments fresh as if a client had just asked for gzip:
-        Prometheus does, and its first scrape then finds them compressed."""
-        self._gzip_asked = asyncio.get_running_loop().time()
-        self._refresher = asyncio.create_task(self._refresh_gzip(), name="gzip refresh")
 
     async def body(self, gzipped: bool) -> Pieces:
         rendering = await self._rendering()
@@ -116,7 +111,7 @@ class Telemetry:
         self._gzip_asked = asyncio.get_running_loop().time()
         if self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh_gzip(), name="gzip refresh")
-        return await rendering.gzipped(self._pool, self._segments)
+        return await rendering.gzipped(self._pool, self.gzip_segments)
 
     def close(self) -> None:
         if self._refresher is not None:
@@ -133,12 +128,12 @@ class Telemetry:
                 await asyncio.sleep(GZIP_REFRESH_EVERY)
                 rendering = await self._rendering()
                 if not rendering.small:
-                    await rendering.gzipped(self._pool, self._segments)
+                    await rendering.gzipped(self._pool, self.gzip_segments)
         except Exception:
             # A scrape that asks for gzip starts it again (and meets the same error).
             log.exception("keeping the gzipped exposition fresh failed")
         finally:
-            self._segments = GzipBody()
+            self.gzip_segments = GzipBody()
             self._refresher = None
 
     async def _rendering(self) -> _Rendering:

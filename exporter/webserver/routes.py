@@ -43,15 +43,12 @@ class Router:
         self.exporter = exporter
         self.telemetry_path = telemetry_path
         self._pool = pool
-        self._telemetry = Telemetry(exporter, pool)
+        self.telemetry = Telemetry(exporter, pool)
         self.probes = ProbeGate(exporter, probe_runs)
         self._pages_in_flight: dict[tuple[str, str], asyncio.Future[Reply]] = {}
 
-    def start(self) -> None:
-        self._telemetry.start()
-
     def close(self) -> None:
-        self._telemetry.close()
+        self.telemetry.close()
 
     async def handle(self, request: Request) -> Reply:
         path = request.path
@@ -77,7 +74,7 @@ class Router:
 
     async def _metrics(self, request: Request) -> Reply:
         gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
-        body = await self._telemetry.body(gzipped)
+        body = await self.telemetry.body(gzipped)
         headers = (("Content-Encoding", "gzip"),) if gzipped else ()
         return Reply(200, CONTENT_TYPE, body, (*headers, ("Vary", "Accept-Encoding")))
 
