@@ -129,7 +129,7 @@ def test_crc32s_combine_to_the_crc32_of_the_joined_text() -> None:
         second = rng.randbytes(rng.randrange(0, 300_000))
         whole = zlib.crc32(first + second)
         args = (zlib.crc32(first), zlib.crc32(second), len(second))
-        assert gzipbody.crc32_combine(*args) == whole
+        assert gzipbody.crc32_combine_function()(*args) == whole
         assert gzipbody._zeros_crc32_combine(*args) == whole
 
 

@@ -11,12 +11,13 @@ only if one of those checks' chunks of that family is a new object.
 
 Each segment is raw deflate ended by a full flush: byte-aligned, and referring to nothing
 before it, so segments compressed at different times join into one deflate stream. The
-stream is one gzip member (some clients read only the first of several), whose CRC-32 is
-combined from the segments' own."""
+stream is one gzip member, whose CRC-32 is combined from the segments' own: a client that
+inflates a body once (Python's `zlib.decompress(body, 31)`, say) reads only the first of
+several members, and says nothing of the rest."""
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import operator
 import struct
 import threading
@@ -62,9 +63,13 @@ def _zeros_crc32_combine(first: int, second: int, second_length: int) -> int:
     return second ^ shifted ^ plain
 
 
-def _load_crc32_combine() -> Callable[[int, int, int], int]:
+@functools.cache
+def crc32_combine_function() -> Callable[[int, int, int], int]:
     """zlib's crc32_combine (logarithmic in the length), from the libz that Python's zlib
-    module is linked with on Debian; the linear one above where it cannot be loaded."""
+    module is linked with on Debian; the linear one above where it cannot be loaded.
+    Loaded when first needed: ctypes is not worth importing for a small body."""
+    import ctypes
+
     try:
         libz = ctypes.CDLL("libz.so.1")
         combine = libz.crc32_combine64 if hasattr(libz, "crc32_combine64") else libz.crc32_combine
@@ -73,9 +78,6 @@ def _load_crc32_combine() -> Callable[[int, int, int], int]:
     combine.argtypes = (ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int64)
     combine.restype = ctypes.c_ulong
     return combine
-
-
-crc32_combine = _load_crc32_combine()
 
 
 class _Deflater:
@@ -97,6 +99,7 @@ class _Deflater:
 
 def _fold(segments: Iterable[Segment]) -> tuple[int, int]:
     """The CRC-32 and length of the segments' text, in order."""
+    crc32_combine = crc32_combine_function()
     crc = length = 0
     for _, segment_crc, segment_length in segments:
         if segment_length:
@@ -120,6 +123,7 @@ class _Run:
 
 def gzip_member(runs: Iterable[_Run]) -> Pieces:
     """One gzip member of the runs' text, in order."""
+    crc32_combine = crc32_combine_function()
     out, crc, length = [GZIP_HEADER], 0, 0
     for run in runs:
         out += run.deflated
