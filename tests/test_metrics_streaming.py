@@ -164,6 +164,42 @@ def test_a_streamed_scrape_is_the_joined_exposition_byte_for_byte(tmp_path: Path
         assert _only_process_lines(body[len(expected) :])
 
 
+def test_a_scrape_read_at_full_speed_gives_the_loop_back_between_batches() -> None:
+    # A client that reads as fast as the kernel takes the bytes never makes drain() wait:
+    # the whole body (20 MB here, 40 MB at 10,000 checks) would then be joined and written in
+    # one turn of the loop, every probe waiting for it.
+    store, _ = _recorded_store(_config(2500, "127.0.0.1:9", name_length=200), results=1)
+    exporter = Exporter("unused.yaml")
+    exporter.store = store
+    length = Pieces.of(store.exposition_parts()).length
+    assert length > 15_000_000
+
+    def read_all(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            buffer = bytearray(1 << 20)
+            while client.recv_into(buffer):
+                pass
+
+    async def scrape() -> float:
+        server = WebServer(exporter, ["127.0.0.1:0"], WebConfig)
+        await server.start()
+        worst = 0.0
+        reading = asyncio.ensure_future(asyncio.to_thread(read_all, server.ports[0]))
+        try:
+            while not reading.done():
+                before = time.perf_counter()
+                await asyncio.sleep(0)
+                worst = max(worst, time.perf_counter() - before)
+            await reading
+        finally:
+            await server.stop()
+        return worst
+
+    worst = asyncio.run(scrape())
+    assert worst < 0.010, f"the loop waited {worst * 1000:.0f} ms for a turn during a scrape"
+
+
 def _rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

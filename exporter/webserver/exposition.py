@@ -23,7 +23,7 @@ INLINE_GZIP_MAX = 64 * 1024
 # While clients ask for gzip, the segments of a large body are compressed again this often
 # between scrapes, so that a scrape finds at most this long's changes to compress: 1/30 of
 # a 60 s interval's checks, at 10,000 checks 10-25 ms of a scrape. A refresh that finds
-# nothing new costs ~3 ms. It stops when no client has asked for this long.
+# nothing new costs a few ms. It stops when no client has asked for this long.
 GZIP_REFRESH_EVERY = 2.0
 GZIP_IDLE = 600.0
 # zlib's window bits for a gzip wrapper (header and CRC-32 trailer) instead of zlib's own.
