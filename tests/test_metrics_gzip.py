@@ -165,22 +165,19 @@ def test_prometheus_reads_every_gzipped_scrape_of_a_large_changing_body(tmp_path
 def test_between_gzipped_scrapes_what_changed_is_compressed_in_the_background() -> None:
     # A gzipped scrape then finds nothing left to compress but the exporter's own lines.
     async def scrape_twice() -> tuple[int, int, int]:
-        exporter = Exporter("unused.yaml")
-        config = _config([f"c{i}" for i in range(1000)])
-        exporter.store.apply_config(config)
-        _run(exporter.store, config, range(1000), seed=1)
+        exporter, config = _ran_exporter(1000)
         server = WebServer(exporter, ["127.0.0.1:0"], WebConfig)
         await server.start()
         url = f"http://127.0.0.1:{server.ports[0]}/metrics"
-        segments = lambda: server.router.telemetry.gzip_segments  # noqa: E731
+        telemetry = server.router.telemetry
         try:
             await asyncio.to_thread(_fetch_gzip, url)
-            first = segments().compressed
+            first = telemetry.gzip_segments.compressed
             _run(exporter.store, config, range(0, 1000, 3), seed=2)
             await asyncio.sleep(GZIP_REFRESH_EVERY * 1.5)
-            background = segments().compressed
+            background = telemetry.gzip_segments.compressed
             await asyncio.to_thread(_fetch_gzip, url)
-            return first, background, segments().compressed
+            return first, background, telemetry.gzip_segments.compressed
         finally:
             await server.stop()
 
@@ -188,6 +185,15 @@ def test_between_gzipped_scrapes_what_changed_is_compressed_in_the_background() 
     # The refresh compressed the changed segments: a third of the checks ran, in every segment.
     assert first / 4 < background < first, (first, background)
     assert last < 8192, last  # the second scrape: the exporter's own lines at most
+
+
+def _ran_exporter(checks: int) -> tuple[Exporter, Config]:
+    """An exporter (not started) whose checks have each run once."""
+    exporter = Exporter("unused.yaml")
+    config = _config([f"c{i}" for i in range(checks)])
+    exporter.store.apply_config(config)
+    _run(exporter.store, config, range(checks), seed=1)
+    return exporter, config
 
 
 def _fetch_gzip(url: str) -> bytes:
@@ -200,10 +206,7 @@ def _fetch_gzip(url: str) -> bytes:
 def test_gzip_refreshes_stop_with_the_server() -> None:
     # The refresher runs while gzip clients come; a stopped server leaves no task behind.
     async def serve() -> set[asyncio.Task[object]]:
-        exporter = Exporter("unused.yaml")
-        config = _config([f"c{i}" for i in range(400)])
-        exporter.store.apply_config(config)
-        _run(exporter.store, config, range(400), seed=1)
+        exporter, _ = _ran_exporter(400)
         server = WebServer(exporter, ["127.0.0.1:0"], WebConfig)
         await server.start()
         reader, writer = await asyncio.open_connection("127.0.0.1", server.ports[0])
