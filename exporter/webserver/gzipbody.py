@@ -218,20 +218,24 @@ def _compress_column(
     before = kept.column
     # A segment can be kept only if it holds the same checks (the same labels, in order):
     # a reload that adds or removes checks shifts the segments after the first it changed.
-    same = [_same_checks(before, column, start, stop) for start, stop in bounds]
-    untouched = [
-        same[block] and _all_same(before.rendered, rendered, start, stop)
-        for block, (start, stop) in enumerate(bounds)
+    # Per block: None where it cannot be kept; else its checks' tuples before and now,
+    # sliced once for all the families that compare them.
+    rows = [
+        (before.rendered[start:stop], rendered[start:stop])
+        if _same_checks(before, column, start, stop)
+        else None
+        for start, stop in bounds
     ]
+    # Blocks none of whose checks rendered since: every family keeps its segment.
+    untouched = [pair is not None and all(map(operator.is_, *pair)) for pair in rows]
     for family, (*_, chunk_of) in enumerate(column.layout.families):
         old = kept.families[family]
         old_segments = old.segments
         segments = [old_segments[0]]  # the header: the same layout
         changed = len(old_segments) != len(bounds) + 1
         for block, (start, stop) in enumerate(bounds):
-            if untouched[block] or (
-                same[block] and _all_same_chunks(before.rendered, rendered, start, stop, chunk_of)
-            ):
+            pair = rows[block]
+            if untouched[block] or (pair is not None and _all_same_chunks(*pair, chunk_of)):
                 segments.append(old_segments[block + 1])
             else:
                 segments.append(deflater.segment(column.text(family, start, stop)))
@@ -247,20 +251,11 @@ def _same_checks(old: CheckLines, new: CheckLines, start: int, stop: int) -> boo
     return ended_alike and all(map(operator.is_, old.labels[start:stop], new.labels[start:stop]))
 
 
-def _all_same(
-    old: list[tuple[Any, ...]], new: list[tuple[Any, ...]], start: int, stop: int
-) -> bool:
-    """Whether checks start..stop have the very tuples they had: none of them rendered."""
-    return all(map(operator.is_, old[start:stop], new[start:stop]))
-
-
 def _all_same_chunks(
     old: list[tuple[Any, ...]],
     new: list[tuple[Any, ...]],
-    start: int,
-    stop: int,
     chunk_of: Callable[[tuple[Any, ...]], Any],
 ) -> bool:
-    """Whether checks start..stop have the very chunks of one family they had: a render
-    keeps the chunk objects that did not change (metrics.py, same_check; shared tails)."""
-    return all(map(operator.is_, map(chunk_of, old[start:stop]), map(chunk_of, new[start:stop])))
+    """Whether the checks have the very chunks of one family they had: a render keeps the
+    chunk objects that did not change (metrics.py, same_check; shared tails)."""
+    return all(map(operator.is_, map(chunk_of, old), map(chunk_of, new)))
