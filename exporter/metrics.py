@@ -8,7 +8,6 @@ result enters and where a verdict change is seen."""
 from __future__ import annotations
 
 import dataclasses
-import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -24,6 +23,7 @@ from exporter import metricnames as m
 from exporter.config import Check, Config, Service, TransferOptions
 from exporter.exposition import (
     NO_LINES,
+    CheckColumns,
     CheckLayout,
     Form,
     Histogram,
@@ -76,7 +76,6 @@ _LAYOUT = CheckLayout(
         for i, (family, header) in enumerate(zip(m.CHECK_FAMILIES, _CHECK_HEADERS, strict=True))
     ]
 )  # fmt: skip
-_LENGTH = operator.attrgetter("length")
 _NOT_RUN: tuple[bytes | Spliced, ...] = tuple(
     NO_LINES if index in _SPLICED else b"" for index in range(len(m.CHECK_FAMILIES))
 )
@@ -320,6 +319,9 @@ class ResultStore:
         self._restored: dict[tuple[str, str], tuple[Verdict, float]] = {}
         self._services: dict[str, Service] = {}
         self._states: dict[tuple[str, str], CheckState] = {}
+        # The states' chunks as scrapes read them, and each check's place among them.
+        self._columns = CheckColumns(_LAYOUT, [], [], [])
+        self._positions: dict[tuple[str, str], int] = {}
         self._service_lines: dict[str, tuple[bytes, bytes]] = {}
         self._tallies: dict[str, _ServiceTally] = {}
         self._vantage_line = b""
@@ -351,6 +353,14 @@ class ResultStore:
                     state.render()
                 states[check.key] = state
             self._states = states
+            self._positions = {key: index for index, key in enumerate(states)}
+            kept = states.values()
+            self._columns = CheckColumns(
+                _LAYOUT,
+                [state.rendered for state in kept],
+                [state.labels_bytes for state in kept],
+                [state.length for state in kept],
+            )
             self._services = dict(config.services)
             self._service_lines = {}
             self._tallies = {
@@ -403,6 +413,9 @@ class ResultStore:
                 state.failures[result.verdict] = state.failures.get(result.verdict, 0) + 1
                 state.failing_runs += 1
             state.render(latency=result.ok, failures=not result.ok, same_check=True)
+            self._columns.set(
+                self._positions[check.key], state.rendered, state.labels_bytes, state.length
+            )
             service = self._services.get(check.service)
             tally = self._tallies.get(check.service)
             if service is not None and tally is not None and (changed or first):
@@ -466,16 +479,10 @@ class ResultStore:
         return join(self._reachability_parts())
 
     def _reachability_parts(self) -> list[Piece]:
-        # Under the lock only the references to each check's rendered tuple (replaced
-        # whole by record(), never changed in place) and its length: the column reads the
-        # tuples as it is written.
+        # Under the lock only the columns' lists, which record() copies before it writes to
+        # one a scrape holds: the scrape reads them as it is written.
         with self._lock:
-            states = list(self._states.values())
-            rendered = [state.rendered for state in states]
-            labels = [state.labels_bytes for state in states]
-            length = sum(map(_LENGTH, states))
-            rest = self._global_parts()
-        return [_LAYOUT.column(rendered, labels, length), *rest]
+            return [self._columns.lines(), *self._global_parts()]
 
     def _global_parts(self) -> list[Piece]:
         """Everything after the per-check families; called under the lock."""

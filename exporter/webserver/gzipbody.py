@@ -218,24 +218,25 @@ def _compress_column(
     before = kept.column
     # A segment can be kept only if it holds the same checks (the same labels, in order):
     # a reload that adds or removes checks shifts the segments after the first it changed.
-    # Per block: None where it cannot be kept; else its checks' tuples before and now,
-    # sliced once for all the families that compare them.
-    rows = [
-        (before.rendered[start:stop], rendered[start:stop])
-        if _same_checks(before, column, start, stop)
-        else None
-        for start, stop in bounds
+    kept_blocks = [_same_checks(before, column, start, stop) for start, stop in bounds]
+    # Blocks none of whose checks rendered since (the same tuples): every family keeps its
+    # segment. In the others, a family keeps it if its chunks are the very objects they
+    # were (a render keeps the chunks that did not change: metrics.py, same_check).
+    untouched = [
+        same and _same_objects(before.rendered, rendered, start, stop)
+        for same, (start, stop) in zip(kept_blocks, bounds, strict=True)
     ]
-    # Blocks none of whose checks rendered since: every family keeps its segment.
-    untouched = [pair is not None and all(map(operator.is_, *pair)) for pair in rows]
-    for family, (*_, chunk_of) in enumerate(column.layout.families):
+    for family, (old_chunks, chunks) in enumerate(
+        zip(before.families, column.families, strict=True)
+    ):
         old = kept.families[family]
         old_segments = old.segments
         segments = [old_segments[0]]  # the header: the same layout
         changed = len(old_segments) != len(bounds) + 1
         for block, (start, stop) in enumerate(bounds):
-            pair = rows[block]
-            if untouched[block] or (pair is not None and _all_same_chunks(*pair, chunk_of)):
+            if untouched[block] or (
+                kept_blocks[block] and _same_objects(old_chunks, chunks, start, stop)
+            ):
                 segments.append(old_segments[block + 1])
             else:
                 segments.append(deflater.segment(column.text(family, start, stop)))
@@ -248,14 +249,8 @@ def _same_checks(old: CheckLines, new: CheckLines, start: int, stop: int) -> boo
     """Whether checks start..stop are the same checks they were (a label set is made once
     per check state, so the same check has the very same bytes)."""
     ended_alike = min(start + CHECKS_PER_SEGMENT, len(old.labels)) == stop
-    return ended_alike and all(map(operator.is_, old.labels[start:stop], new.labels[start:stop]))
+    return ended_alike and _same_objects(old.labels, new.labels, start, stop)
 
 
-def _all_same_chunks(
-    old: list[tuple[Any, ...]],
-    new: list[tuple[Any, ...]],
-    chunk_of: Callable[[tuple[Any, ...]], Any],
-) -> bool:
-    """Whether the checks have the very chunks of one family they had: a render keeps the
-    chunk objects that did not change (metrics.py, same_check; shared tails)."""
-    return all(map(operator.is_, map(chunk_of, old), map(chunk_of, new)))
+def _same_objects(old: list[Any], new: list[Any], start: int, stop: int) -> bool:
+    return all(map(operator.is_, old[start:stop], new[start:stop]))
