@@ -3,20 +3,26 @@ the interval, never two runs of one check at once, reloads that keep unchanged c
 their schedule.
 
 A waiting check is one asyncio timer (`loop.call_at`), not a sleeping task: at 10,000 checks a
-task per check cost ~20 MB. A run holds a start slot only while it starts (at most
-START_SLICE), not while it waits for a blackholed target: a slot held for a whole 10 s
-timeout let 2,000 blackholed checks starve a healthy 5 s check to 3 runs in 194 s. Slots
-bound bursts of CPU-heavy starts (handshakes) and of new connections; IN_FLIGHT_PER_SLOT
-bounds the runs open at once, and with them the file descriptors the probes need."""
+task per check cost ~20 MB. The timer calls the entry itself, in one context that every timer
+shares, so a waiting check is one object that the garbage collector walks (its TimerHandle),
+not four: a bound method and an argument tuple per call_at, and the copy of the context that
+asyncio makes for a timer given none.
+
+A run holds a start slot only while it starts (at most START_SLICE), not while it waits for
+a blackholed target: a slot held for a whole 10 s timeout let 2,000 blackholed checks starve
+a healthy 5 s check to 3 runs in 194 s. Slots bound bursts of CPU-heavy starts (handshakes)
+and of new connections; IN_FLIGHT_PER_SLOT bounds the runs open at once, and with them the
+file descriptors the probes need."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import logging
 import math
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from exporter.classify import exporter_failure
@@ -60,16 +66,20 @@ log = logging.getLogger(__name__)
 
 class _Entry:
     """One scheduled check: its next start and what is pending for it (a timer while it
-    waits, a task while it runs; never both)."""
+    waits, a task while it runs; never both). Calling it starts its run."""
 
-    __slots__ = ("check", "next_at", "stopped", "task", "timer")
+    __slots__ = ("check", "next_at", "start", "stopped", "task", "timer")
 
-    def __init__(self, check: Check, next_at: float) -> None:
+    def __init__(self, check: Check, next_at: float, start: Callable[[_Entry], None]) -> None:
         self.check = check
         self.next_at = next_at
+        self.start = start
         self.timer: asyncio.TimerHandle | None = None
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
+
+    def __call__(self) -> None:
+        self.start(self)
 
 
 class _StartSlot:
@@ -99,6 +109,12 @@ class Scheduler:
         self._entries: dict[tuple[str, str], _Entry] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.watch = LoopWatch(store.observe_stall)
+        # One bound method for every entry, and the context of every timer (module doc).
+        self._start_entry = self._start
+        self._timer_context = contextvars.copy_context()
+
+    def _wait(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> None:
+        entry.timer = loop.call_at(entry.next_at, entry, context=self._timer_context)
 
     @property
     def config(self) -> Config | None:
@@ -131,8 +147,8 @@ class Scheduler:
             if key in self._entries:
                 continue
             # Spread first runs over the interval (smokeping_prober: interval / targets).
-            entry = _Entry(check, now + check.interval * index / total)
-            entry.timer = loop.call_at(entry.next_at, self._start, entry)
+            entry = _Entry(check, now + check.interval * index / total, self._start_entry)
+            self._wait(entry, loop)
             self._entries[key] = entry
         if first:
             self._spawn(self._collect_garbage())
@@ -178,7 +194,7 @@ class Scheduler:
             # that is merely late runs at once, and the lag histogram says so.
             next_at += math.floor(late / check.interval) * check.interval
         entry.next_at = next_at
-        entry.timer = loop.call_at(next_at, self._start, entry)
+        self._wait(entry, loop)
 
     async def _bounded(self, check: Check, scheduled: float | None = None) -> Result:
         async with self._in_flight:
