@@ -403,6 +403,7 @@ class ResultStore:
             notify = changed or restored
             if changed:
                 state.since = result.finished
+            result.keep()
             state.result = result
             state.runs += 1
             if result.ok:

@@ -333,3 +333,22 @@ def test_a_checks_rendered_lines_are_nothing_the_garbage_collector_walks() -> No
         rendered = states[check.key].rendered
         tracked = [chunk for chunk in rendered if gc.is_tracked(chunk)]
         assert not tracked and not gc.is_tracked(rendered), f"{check.name}: {tracked[:2]}"
+
+
+def test_a_result_the_store_keeps_holds_no_list_for_the_garbage_collector() -> None:
+    # The store keeps every check's last result, and a full collection walks every list
+    # they hold: two per result (addresses, resolvers) were 22,500 of the 62,000 objects it
+    # walked at 10,000 checks. A tuple of strings it stops tracking.
+    store = ResultStore()
+    config = load_text(_config(20, "127.0.0.1:9"))
+    store.apply_config(config)
+    for check in config.checks():
+        result = Result(Verdict.OK, duration=0.01, addresses=["192.0.2.1", "192.0.2.2"])
+        result.resolvers = [ResolverAnswer("system", Verdict.OK, ["192.0.2.1"])]
+        store.record(check, result)
+    gc.collect()
+    for state in store.snapshot().states.values():
+        assert state.result is not None
+        held = [state.result.addresses, *(a.addresses for a in state.result.resolvers)]
+        assert not any(map(gc.is_tracked, held)), held
+        assert state.result.to_dict()["addresses"] == ["192.0.2.1", "192.0.2.2"]
