@@ -168,7 +168,12 @@ class CheckLayout:
     ) -> CheckLines:
         """Every check's lines, family by family; `length` is the sum of `self.length` over
         the checks (kept by each check as it renders)."""
-        return CheckColumns(self, rendered, labels, [length]).lines()
+        families = self.family_chunks(rendered)
+        return CheckLines(self, families, rendered, labels, self.headers_length + length)
+
+    def family_chunks(self, rendered: list[tuple[Any, ...]]) -> list[list[Any]]:
+        """Each family's chunks of the checks' tuples, in the checks' order."""
+        return [list(map(chunk_of, rendered)) for *_, chunk_of in self.families]
 
 
 class CheckColumns:
@@ -191,9 +196,8 @@ class CheckColumns:
         lengths: list[int],
     ) -> None:
         self.layout = layout
-        families = [list(map(chunk_of, rendered)) for *_, chunk_of in layout.families]
         # Each family's chunks, then the checks' tuples and their labels.
-        self._lists: list[list[Any]] = [*families, list(rendered), list(labels)]
+        self._lists = [*layout.family_chunks(rendered), list(rendered), list(labels)]
         self._shared = [False] * len(self._lists)
         self._lengths = list(lengths)
         self.length = sum(lengths)

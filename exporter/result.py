@@ -43,7 +43,7 @@ class Result:
     detail: str = ""
     duration: float = 0.0
     phases: dict[str, float] = dataclasses.field(default_factory=dict)
-    # Lists while the probe builds them; tuples once the store keeps the result (see kept()).
+    # Lists while the probe builds them; tuples once the store keeps the result (keep()).
     addresses: Sequence[str] = dataclasses.field(default_factory=list)  # candidates tried
     address: str | None = None  # the address that answered, if any
     resolvers: Sequence[ResolverAnswer] = dataclasses.field(default_factory=list)
