@@ -187,27 +187,6 @@ def test_between_gzipped_scrapes_what_changed_is_compressed_in_the_background() 
     assert last < 8192, last  # the second scrape: the exporter's own lines at most
 
 
-def test_the_first_gzipped_scrape_after_start_finds_the_body_compressed() -> None:
-    # Prometheus's first scrape after a restart: the refresh runs from the server's start,
-    # as if a client had asked, so the scrape compresses what changed since, not all that
-    # ran (250 ms at 10,000 checks).
-    async def first_scrape() -> tuple[int, int]:
-        exporter, _ = _ran_exporter(1000)
-        server = WebServer(exporter, ["127.0.0.1:0"], WebConfig)
-        await server.start()
-        url = f"http://127.0.0.1:{server.ports[0]}/metrics"
-        try:
-            await asyncio.sleep(GZIP_REFRESH_EVERY * 1.5)
-            body = await asyncio.to_thread(_fetch_gzip, url)
-            return len(body), server.router.telemetry.gzip_segments.compressed
-        finally:
-            await server.stop()
-
-    size, compressed = asyncio.run(first_scrape())
-    assert size > 1_000_000
-    assert compressed < 8192, compressed  # the exporter's own lines at most
-
-
 def _ran_exporter(checks: int) -> tuple[Exporter, Config]:
     """An exporter (not started) whose checks have each run once."""
     exporter = Exporter("unused.yaml")

@@ -2,7 +2,7 @@
 by scrapes that arrive while it is being collected, written out without being joined, and
 gzipped (once per collection, in a thread) for clients that accept it: a large body by
 compressing again only the segments that changed (gzipbody.py), kept fresh between scrapes
-from the start and while clients ask for gzip."""
+while clients ask for gzip."""
 
 from __future__ import annotations
 
@@ -20,11 +20,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Bodies below this are compressed on the loop: a thread hop costs more than zlib on 64 KiB.
 # Larger ones go to a thread, since zlib releases the GIL and the probes keep the loop.
 INLINE_GZIP_MAX = 64 * 1024
-# From the start and while clients ask for gzip, the segments of a large body are compressed
-# again this often between scrapes, so that a scrape finds at most this long's changes to
-# compress: 1/30 of a 60 s interval's checks, at 10,000 checks 10-25 ms of a scrape. A
-# refresh that finds nothing new costs a few ms. It stops when no client has asked for this
-# long (since the start, or the last that asked).
+# While clients ask for gzip, the segments of a large body are compressed again this often
+# between scrapes, so that a scrape finds at most this long's changes to compress: 1/30 of
+# a 60 s interval's checks, at 10,000 checks 10-25 ms of a scrape. A refresh that finds
+# nothing new costs a few ms. It stops when no client has asked for this long.
 GZIP_REFRESH_EVERY = 2.0
 GZIP_IDLE = 600.0
 # zlib's window bits for a gzip wrapper (header and CRC-32 trailer) instead of zlib's own.
@@ -113,14 +112,6 @@ class Telemetry:
         if self._refresher is None:
             self._refresher = asyncio.create_task(self._refresh_gzip(), name="gzip refresh")
         return await rendering.gzipped(self._pool, self.gzip_segments)
-
-    def start(self) -> None:
-        """Keep the gzipped body fresh from the start, as if a client had just asked for it:
-        Prometheus's first scrapes after a restart then find it compressed, where they
-        compressed all that had run (250 ms at 10,000 checks)."""
-        self._gzip_asked = asyncio.get_running_loop().time()
-        if self._refresher is None:
-            self._refresher = asyncio.create_task(self._refresh_gzip(), name="gzip refresh")
 
     def close(self) -> None:
         if self._refresher is not None:

@@ -47,9 +47,6 @@ class Router:
         self.probes = ProbeGate(exporter, probe_runs)
         self._pages_in_flight: dict[tuple[str, str], asyncio.Future[Reply]] = {}
 
-    def start(self) -> None:
-        self.telemetry.start()
-
     def close(self) -> None:
         self.telemetry.close()
 

@@ -152,7 +152,6 @@ class WebServer:
         return len(self._open)
 
     async def start(self) -> None:
-        self.router.start()
         for sock in self._sockets:
             task = asyncio.create_task(self._accept_forever(sock), name=f"web accept {sock}")
             self._accepting.append(task)
